@@ -1,0 +1,63 @@
+"""Configuration: frozen dataclasses, one per concern, every field defaulted and documented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The paged KV cache."""
+
+    block_size: int = 16  # tokens per KV block
+    memory_gib: float = 2.0  # K/V tensors are allocated once, sized from this budget
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ValueError("block_size must be a power of two, e.g. 16")
+        if self.memory_gib <= 0:
+            raise ValueError("memory_gib must be > 0, e.g. 2.0")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How much work one engine step may do."""
+
+    max_num_seqs: int = 64  # running requests per step
+    max_num_batched_tokens: int = 1024  # tokens per step (prefill chunks + decodes)
+    enable_chunked_prefill: bool = True
+    max_waiting: int = 256  # admitted but not yet running; beyond this, requests are refused
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
+        if self.max_waiting < 0:
+            raise ValueError("max_waiting must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model and how to run it."""
+
+    model: str = "smollm2-135m-instruct"  # a short name, a local folder or a .gguf file
+    dtype: str = "float32"  # float32 | bfloat16
+    max_model_len: int | None = None  # None: the model's own context length
+    num_threads: int | None = None  # torch intra-op threads; None: all cores
+    force_fallback: bool = False  # run through Transformers even if a native class exists
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError("dtype must be 'float32' or 'bfloat16'")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be >= 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig = ModelConfig()
+    cache: CacheConfig = CacheConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    seed: int = 0

@@ -1,0 +1,58 @@
+"""What the HTTP server needs from an engine: the boundary between `server/` and `engine/`.
+
+The real implementation is `warpserve.engine.async_engine.AsyncLLM` (the engine loop in
+its own thread, fed through a queue). Everything here sees native Python types only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from warpserve.outputs import RequestOutput
+from warpserve.request import SamplingParams
+
+
+class EngineOverloadedError(RuntimeError):
+    """The waiting queue is full: the caller should answer 429 with Retry-After."""
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop has died or is stuck: the caller should answer 503."""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # fraction of KV blocks in use, 0..1
+    prefix_cache_queries: int  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int  # of which found
+    num_preemptions: int
+    num_free_blocks: int
+    num_total_blocks: int
+
+
+class EngineClient(Protocol):
+    model_name: str
+    max_model_len: int
+
+    def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
+        """Yield cumulative RequestOutputs until the last, which has finished=True.
+
+        Raises ValueError for bad input (prompt too long, empty prompt) before yielding,
+        EngineOverloadedError when the waiting queue is full. Closing the iterator early
+        (the client went away) aborts the request and frees its KV blocks.
+        """
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def check_health(self, timeout_s: float) -> None:
+        """Run a real one-token generation; raise EngineDeadError if it fails or is late."""
+        ...
+
+    def stats(self) -> EngineStats: ...

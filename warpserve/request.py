@@ -1,0 +1,95 @@
+"""Requests as the engine sees them: sampling parameters, status and finish reasons.
+
+Pure Python (no torch): the scheduler and the KV cache manager import this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # EOS, a stop token id or a stop string
+    LENGTH = "length"  # max_tokens or the model's context
+    ABORT = "abort"  # the client went away, a timeout, or an explicit abort
+
+
+class RequestStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    PREEMPTED = enum.auto()  # blocks freed; will recompute its tokens when rescheduled
+    FINISHED = enum.auto()
+
+
+@dataclass
+class SamplingParams:
+    """What a user may ask of one generation; validated on construction.
+
+    `temperature == 0` means greedy. `top_k is None` and `top_p == 1` and `min_p == 0`
+    disable those filters. Penalties follow OpenAI (presence/frequency, additive) and
+    Transformers (repetition, multiplicative).
+    """
+
+    n: int = 1
+    max_tokens: int = 16
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    logprobs: int | None = None  # number of top alternatives to return per token
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        _check(self.n >= 1 and self.n <= 16, "n", "must be between 1 and 16")
+        _check(self.max_tokens >= 1, "max_tokens", "must be at least 1")
+        _check(self.min_tokens >= 0, "min_tokens", "must be >= 0")
+        _check(self.min_tokens <= self.max_tokens, "min_tokens", "must be <= max_tokens")
+        _check(0.0 <= self.temperature <= 100.0, "temperature", "must be in [0, 100]")
+        _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        _check(self.top_k is None or self.top_k >= 1, "top_k", "must be >= 1 or None")
+        _check(0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]")
+        _check(0.0 < self.repetition_penalty <= 10.0, "repetition_penalty", "must be in (0, 10]")
+        _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be in [-2, 2]")
+        _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be in [-2, 2]")
+        for token_id, bias in self.logit_bias.items():
+            _check(int(token_id) >= 0, "logit_bias", "token ids must be >= 0")
+            _check(-100.0 <= bias <= 100.0, "logit_bias", "values must be in [-100, 100]")
+        _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
+        _check(all(s for s in self.stop), "stop", "stop strings must be non-empty")
+        _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be >= 0")
+        _check(
+            self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]"
+        )
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} {message}")
+
+
+@dataclass
+class RequestTimings:
+    """Wall-clock timestamps (time.perf_counter) of one request's life."""
+
+    arrival: float = field(default_factory=time.perf_counter)
+    first_scheduled: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
