@@ -1,0 +1,46 @@
+"""How the HTTP server behaves: listening address, limits, keys, timeouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()  # empty: no authentication
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers; ("*",) allows any origin
+    max_request_bytes: int = 4 * 1024 * 1024  # larger bodies get 413
+    # Generation requests the server holds at once (tokenizing, waiting or running in the
+    # engine); beyond this new ones get 429 before they reach the engine, whose own waiting
+    # queue (SchedulerConfig.max_waiting) is the second bound.
+    max_concurrent_requests: int = 1024
+    retry_after_s: int = 1  # the Retry-After header of a 429
+    request_timeout_s: float = 600.0  # a generation still running after this is aborted
+    health_timeout_s: float = 10.0  # deadline of the /health one-token generation probe
+    drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may finish
+    max_prompts_per_request: int = 64  # batch prompts of /v1/completions
+    max_embedding_inputs: int = 2048  # texts per /v1/embeddings or /embed request
+    served_model_name: str | None = None  # the name clients use; None: the engine's
+    served_embedding_model_name: str | None = None  # None: the embedding service's
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be in [0, 65535] (0: any free port)")
+        if any(not key for key in self.api_keys):
+            raise ValueError("api_keys must be non-empty strings")
+        _positive("max_request_bytes", self.max_request_bytes)
+        _positive("max_concurrent_requests", self.max_concurrent_requests)
+        _positive("retry_after_s", self.retry_after_s)
+        _positive("request_timeout_s", self.request_timeout_s)
+        _positive("health_timeout_s", self.health_timeout_s)
+        _positive("max_prompts_per_request", self.max_prompts_per_request)
+        _positive("max_embedding_inputs", self.max_embedding_inputs)
+        if self.drain_timeout_s < 0:
+            raise ValueError("drain_timeout_s must be >= 0, e.g. 30")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0")

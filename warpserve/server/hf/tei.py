@@ -1,0 +1,92 @@
+"""TEI-compatible POST /embed, /rerank (a cross-encoder) and /predict (a classifier)."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from warpserve.server.embedding import call_encoder, check_inputs, embed
+from warpserve.server.errors import APIError
+from warpserve.server.hf.schemas import EmbedRequest, PredictRequest, RerankRequest
+from warpserve.server.state import ServerState, get_state
+
+router = APIRouter(tags=["huggingface"])
+
+
+@router.post("/embed")
+async def embed_route(body: EmbedRequest, request: Request) -> JSONResponse:
+    return JSONResponse(await serve_embed(get_state(request), request, body))
+
+
+@router.post("/rerank")
+async def rerank_route(body: RerankRequest, request: Request) -> JSONResponse:
+    return JSONResponse(await serve_rerank(get_state(request), request, body))
+
+
+@router.post("/predict")
+async def predict_route(body: PredictRequest, request: Request) -> JSONResponse:
+    return JSONResponse(await serve_predict(get_state(request), request, body))
+
+
+async def serve_embed(
+    state: ServerState, request: Request, body: EmbedRequest
+) -> list[list[float]]:
+    embedder = state.require_embedder(None, "embed")
+    _check_direction(body.truncation_direction)
+    if body.prompt_name is not None:
+        raise APIError(422, "prompt_name is not supported", param="prompt_name")
+    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    check_inputs(state, texts, "inputs")
+    vectors, _ = await embed(state, request, embedder, texts, body.normalize, body.truncate)
+    if body.dimensions is not None:
+        if body.dimensions > vectors.shape[1]:
+            raise APIError(422, f"dimensions must be <= {vectors.shape[1]}", param="dimensions")
+        vectors = vectors[:, : body.dimensions]
+    return vectors.tolist()
+
+
+async def serve_rerank(
+    state: ServerState, request: Request, body: RerankRequest
+) -> list[dict[str, object]]:
+    reranker = state.require_embedder(None, "rerank")
+    _check_direction(body.truncation_direction)
+    check_inputs(state, body.texts, "texts")
+    scores = await call_encoder(
+        state, request, reranker.rerank(body.query, list(body.texts), truncate=body.truncate)
+    )
+    ranked = []
+    for index, score in enumerate(scores):
+        entry: dict[str, object] = {
+            "index": index,
+            "score": float(score) if body.raw_scores else _sigmoid(float(score)),
+        }
+        if body.return_text:
+            entry["text"] = body.texts[index]
+        ranked.append(entry)
+    return sorted(ranked, key=lambda e: -e["score"])  # type: ignore[operator]
+
+
+async def serve_predict(
+    state: ServerState, request: Request, body: PredictRequest
+) -> list[dict[str, object]] | list[list[dict[str, object]]]:
+    classifier = state.require_embedder(None, "classify")
+    _check_direction(body.truncation_direction)
+    is_single = isinstance(body.inputs, str)
+    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    check_inputs(state, texts, "inputs")
+    results = await call_encoder(state, request, classifier.classify(texts, truncate=body.truncate))
+    labelled = [[{"label": label, "score": float(score)} for label, score in r] for r in results]
+    return labelled[0] if is_single else labelled
+
+
+def _check_direction(direction: str) -> None:
+    if direction.lower() != "right":
+        raise APIError(
+            422, "only truncation_direction 'right' is supported", param="truncation_direction"
+        )
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
