@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(str, enum.Enum):  # noqa: UP042 (str() stays 'FinishReason.STOP')
     STOP = "stop"  # EOS, a stop token id or a stop string
     LENGTH = "length"  # max_tokens or the model's context
     ABORT = "abort"  # the client went away, a timeout, or an explicit abort
@@ -71,9 +72,7 @@ class SamplingParams:
         _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
         _check(all(s for s in self.stop), "stop", "stop strings must be non-empty")
         _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be >= 0")
-        _check(
-            self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]"
-        )
+        _check(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]")
 
     @property
     def is_greedy(self) -> bool:
@@ -93,3 +92,67 @@ class RequestTimings:
     first_scheduled: float | None = None
     first_token: float | None = None
     finished: float | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    """The engine-internal state of one sequence, owned and mutated by the scheduler.
+
+    A request with `SamplingParams.n > 1` becomes n Requests (ids f"{id}-{i}", seeds
+    seed + i) that share their prompt's KV blocks through the prefix cache.
+
+    Known tokens are the prompt followed by the outputs sampled so far; the last sampled
+    token is never in the KV cache until the next step feeds it, so a running request has
+    `num_computed_tokens < num_tokens`. After a preemption `num_computed_tokens` drops to 0
+    and the outputs are recomputed with the prompt.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    eos_token_ids: Collection[int] = frozenset()  # the tokenizer's; ignored with ignore_eos
+    seed: int | None = None
+    timings: RequestTimings = field(default_factory=RequestTimings)
+    status: RequestStatus = RequestStatus.WAITING
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # known tokens whose K/V are in the cache
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first schedule
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None  # the stop token id or stop string that ended it
+    # sampling_params.max_tokens, lowered by the scheduler so that the sequence fits the
+    # model's context.
+    max_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.max_tokens = self.sampling_params.max_tokens
+        # Kept alongside the two lists so that slicing the known tokens costs no concat.
+        self._all_token_ids = [*self.prompt_token_ids, *self.output_token_ids]
+
+    @property
+    def arrival_time(self) -> float:
+        return self.timings.arrival
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        """Prompt then outputs. Read-only: append through append_output_token_ids."""
+        return self._all_token_ids
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self._all_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+    def append_output_token_ids(self, token_ids: list[int]) -> None:
+        self.output_token_ids.extend(token_ids)
+        self._all_token_ids.extend(token_ids)
