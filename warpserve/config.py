@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,15 @@ class ModelConfig:
     max_model_len: int | None = None  # None: the model's own context length
     num_threads: int | None = None  # torch intra-op threads; None: all cores
     force_fallback: bool = False  # run through Transformers even if a native class exists
+    # Decode attention: "kernel" (C++, reads K/V in place), "sdpa" (gather + torch SDPA),
+    # or "auto" (the kernel when it builds, else sdpa).
+    attention_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
+        if self.attention_backend not in ("auto", "kernel", "sdpa"):
+            raise ValueError("attention_backend must be 'auto', 'kernel' or 'sdpa'")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be >= 1")
 
@@ -61,3 +68,15 @@ class EngineConfig:
     cache: CacheConfig = CacheConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     seed: int = 0
+
+
+CACHE_DIR_ENV = "WARPSERVE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where warpserve keeps files it derives from models (e.g. converted GGUF tokenizers).
+
+    $WARPSERVE_CACHE_DIR if set, else ~/.cache/warpserve. Read when called, never at import.
+    """
+    override = os.environ.get(CACHE_DIR_ENV)
+    return Path(override).expanduser() if override else Path.home() / ".cache" / "warpserve"

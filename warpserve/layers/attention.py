@@ -1,8 +1,9 @@
 """Paged attention on CPU: K/V live in fixed-size blocks, read through block tables.
 
 One step's tokens arrive flattened ([T, ...]): first the decode sequences (one token
-each), batched into a single scaled_dot_product_attention call over K/V gathered through
-their block tables; then the prefill chunks, one call each (a chunk with no earlier
+each), batched into one call of the C++ paged decode kernel that reads K/V in place (or,
+without it, one scaled_dot_product_attention over K/V gathered through the block tables);
+then the prefill chunks, one call each (a chunk with no earlier
 context attends to its own K/V directly, causally). The measurements behind this
 choice are in docs/ARCHITECTURE.md.
 """
@@ -10,6 +11,7 @@ choice are in docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,9 @@ class AttentionMetadata:
     decode_context_lens: torch.Tensor  # [B] int64, including this step's token
     decode_mask: torch.Tensor | None  # [B, 1, 1, max_blocks * block_size] bool, True = attend
     prefills: list[PrefillChunk]
+    # The compiled paged decode kernel (layers/paged_kernel.py), or None for the portable
+    # gather + scaled_dot_product_attention path.
+    decode_kernel: Any = None
 
 
 def write_kv(
@@ -67,6 +72,10 @@ def paged_attention(
 def _decode_attention(
     q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
+    if meta.decode_kernel is not None:
+        return meta.decode_kernel.paged_decode_attention(
+            q, kv_cache[0], kv_cache[1], meta.decode_block_tables, meta.decode_context_lens, scale
+        ).to(q.dtype)
     num_seqs, max_blocks = meta.decode_block_tables.shape
     block_size, num_kv_heads, head_dim = kv_cache.shape[2:]
     keys = kv_cache[0][meta.decode_block_tables]  # [B, max_blocks, block_size, Hkv, D]

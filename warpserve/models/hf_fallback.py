@@ -42,9 +42,7 @@ class TransformersCausalLM(nn.Module):
             # New, preempted or out of step: recompute from the start.
             raise_if_partial(num_computed_tokens)
             cache = DynamicCache()
-        out = self.model(
-            input_ids=torch.tensor([token_ids]), past_key_values=cache, use_cache=True
-        )
+        out = self.model(input_ids=torch.tensor([token_ids]), past_key_values=cache, use_cache=True)
         self.caches[request_id] = (num_computed_tokens + len(token_ids), out.past_key_values)
         return out.logits[0, -1].float()
 

@@ -1,0 +1,28 @@
+"""`warpserve bench <name>`: each benchmark is a module with add_arguments(parser) and run(args)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+
+BENCHMARKS: dict[str, str] = {
+    "throughput": "offline engine throughput against Transformers generate",
+    "serve": "load test of an OpenAI-compatible server",
+    "embed": "embedding throughput and latency against sentence-transformers",
+    "ladder": "the optimization ladder from naive Transformers to fully optimized",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    for name, help_text in BENCHMARKS.items():
+        module = f"warpserve.bench.{name}"
+        if importlib.util.find_spec(module) is None:
+            continue
+        # Bench modules import their heavy dependencies inside run(), so this stays cheap.
+        importlib.import_module(module).add_arguments(subparsers.add_parser(name, help=help_text))
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(f"warpserve.bench.{args.benchmark}").run(args) or 0)

@@ -1,0 +1,234 @@
+"""The engine: add_request / step / abort over the scheduler, the runner and detokenizers.
+
+One thread owns an LLMEngine (the offline LLM facade, or the async engine's loop); nothing
+here is thread-safe by design. A user request with n > 1 becomes n sequences that share
+their prompt's KV blocks through the prefix cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from warpserve.config import EngineConfig
+from warpserve.engine.detokenizer import IncrementalDetokenizer
+from warpserve.engine.protocol import EngineStats
+from warpserve.engine.setup import LoadedModel, load_model
+from warpserve.layers import paged_kernel
+from warpserve.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from warpserve.request import FinishReason, Request, SamplingParams
+from warpserve.runner.model_runner import ModelRunner
+from warpserve.sampling.sampler import Sampler
+from warpserve.sampling.types import SampledToken
+from warpserve.scheduler.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sequence:
+    """One of a request's n choices."""
+
+    index: int
+    request: Request
+    detokenizer: IncrementalDetokenizer
+    logprobs: list[TokenLogprob] | None
+
+
+@dataclass
+class _RequestGroup:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    sequences: list[_Sequence] = field(default_factory=list)
+    arrival_time: float = field(default_factory=time.perf_counter)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.request.is_finished for s in self.sequences)
+
+
+def _decode_kernel(backend: str):
+    if backend == "sdpa":
+        return None
+    kernel = paged_kernel.load()
+    if kernel is None and backend == "kernel":
+        raise ValueError("attention_backend 'kernel' requested but the kernel did not build")
+    return kernel
+
+
+class LLMEngine:
+    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+        self.config = config
+        self.tokenizer = loaded.tokenizer
+        self.model_name = loaded.name
+        self.max_model_len = loaded.max_model_len
+        self.eos_token_ids = self.tokenizer.eos_token_ids
+        cache = config.cache
+        if loaded.is_fallback and cache.enable_prefix_caching:
+            logger.info("prefix caching is off for Transformers-fallback models")
+            cache = type(cache)(cache.block_size, cache.memory_gib, False)
+        self.scheduler = Scheduler(config.scheduler, cache, loaded.num_blocks, self.max_model_len)
+        sampler = Sampler(loaded.vocab_size, self.eos_token_ids)
+        kernel = _decode_kernel(config.model.attention_backend)
+        self.runner = ModelRunner(
+            loaded.model, loaded.num_blocks, cache.block_size, sampler, kernel
+        )
+        self.groups: dict[str, _RequestGroup] = {}
+        self.seq_to_group: dict[str, tuple[_RequestGroup, _Sequence]] = {}
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLMEngine:
+        torch.manual_seed(config.seed)
+        return cls(load_model(config.model, config.cache), config)
+
+    # -- requests -----------------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
+        """Queue a request; ValueError names the problem (the engine is unaffected)."""
+        if request_id in self.groups:
+            raise ValueError(f"request_id '{request_id}' is already in use")
+        prompt_ids = self._prompt_ids(prompt)
+        text = prompt if isinstance(prompt, str) else None
+        group = _RequestGroup(request_id, text, prompt_ids, params)
+        requests = []
+        for index in range(params.n):
+            seed = None if params.seed is None else params.seed + index
+            seq_id = request_id if params.n == 1 else f"{request_id}-{index}"
+            requests.append(Request(seq_id, prompt_ids, params, self.eos_token_ids, seed))
+        self.scheduler.add_requests(requests)  # all n or none; raises ValueError/QueueFullError
+        for index, request in enumerate(requests):
+            group.sequences.append(self._new_sequence(index, request, prompt_ids, params))
+        for seq in group.sequences:
+            self.seq_to_group[seq.request.request_id] = (group, seq)
+        self.groups[request_id] = group
+
+    def abort_request(self, request_id: str) -> None:
+        group = self.groups.get(request_id)
+        if group is None:
+            return
+        ids = [s.request.request_id for s in group.sequences]
+        self.scheduler.finish_requests(ids, FinishReason.ABORT)
+        self._forget(group)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.groups)
+
+    # -- one step -----------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one scheduled forward pass; return the outputs of every request touched."""
+        sched_out = self.scheduler.schedule()
+        sampled = self.runner.execute(sched_out)
+        now = time.perf_counter()
+        self.scheduler.update_from_output(
+            sched_out, {rid: [tok.token_id] for rid, tok in sampled.items()}
+        )
+        touched: dict[str, _RequestGroup] = {}
+        for seq_id, token in sampled.items():
+            group, seq = self.seq_to_group[seq_id]
+            self._on_token(seq, token, now)
+            touched[group.request_id] = group
+        outputs = [self._make_output(g) for g in touched.values()]
+        for group in touched.values():
+            if group.finished:
+                self._forget(group)
+        return outputs
+
+    def stats(self) -> EngineStats:
+        return EngineStats(**asdict(self.scheduler.stats()))
+
+    # -- internals ----------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt must not be empty")
+            return self.tokenizer.encode(prompt)
+        if not prompt:
+            raise ValueError("prompt must not be empty")
+        vocab = self.runner.sampler.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        return list(prompt)
+
+    def _new_sequence(
+        self, index: int, request: Request, prompt_ids: list[int], params: SamplingParams
+    ) -> _Sequence:
+        detok = IncrementalDetokenizer(
+            self.tokenizer,
+            prompt_ids,
+            skip_special_tokens=params.skip_special_tokens,
+            stop=params.stop,
+            include_stop_str_in_output=params.include_stop_str_in_output,
+        )
+        return _Sequence(index, request, detok, [] if params.logprobs is not None else None)
+
+    def _on_token(self, seq: _Sequence, token: SampledToken, now: float) -> None:
+        request = seq.request
+        stop = seq.detokenizer.add_token(token.token_id)
+        if seq.logprobs is not None and token.logprob is not None:
+            seq.logprobs.append(self._token_logprob(token))
+        if stop is not None and not request.is_finished:
+            self.scheduler.finish_requests([request.request_id], FinishReason.STOP)
+            request.stop_reason = stop
+        if request.is_finished and request.timings.finished is None:
+            request.timings.finished = now
+
+    def _token_logprob(self, token: SampledToken) -> TokenLogprob:
+        top = [(t, self._piece(t), lp) for t, lp in (token.top_logprobs or [])]
+        assert token.logprob is not None
+        return TokenLogprob(token.token_id, self._piece(token.token_id), token.logprob, top)
+
+    def _piece(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    def _make_output(self, group: _RequestGroup) -> RequestOutput:
+        completions = [self._completion(s) for s in group.sequences]
+        return RequestOutput(
+            request_id=group.request_id,
+            prompt_token_ids=group.prompt_token_ids,
+            outputs=completions,
+            finished=group.finished,
+            metrics=self._metrics(group),
+            prompt=group.prompt,
+            num_cached_tokens=max(s.request.num_cached_tokens for s in group.sequences),
+        )
+
+    def _completion(self, seq: _Sequence) -> CompletionOutput:
+        request = seq.request
+        finished = request.is_finished
+        return CompletionOutput(
+            index=seq.index,
+            text=seq.detokenizer.visible_text(finished),
+            token_ids=list(request.output_token_ids),
+            logprobs=list(seq.logprobs) if seq.logprobs is not None else None,
+            finish_reason=request.finish_reason if finished else None,
+            stop_reason=request.stop_reason if finished else None,
+        )
+
+    def _metrics(self, group: _RequestGroup) -> RequestMetrics:
+        timings = group.sequences[0].request.timings
+        arrival = group.arrival_time
+        metrics = RequestMetrics(arrival_time=arrival)
+        if timings.first_scheduled is not None:
+            metrics.queue_time = timings.first_scheduled - arrival
+        if timings.first_token is not None:
+            metrics.time_to_first_token = timings.first_token - arrival
+            if timings.first_scheduled is not None:
+                metrics.prefill_time = timings.first_token - timings.first_scheduled
+        finished = [s.request.timings.finished for s in group.sequences]
+        if all(f is not None for f in finished) and timings.first_token is not None:
+            metrics.finished_time = max(f for f in finished if f is not None)
+            metrics.decode_time = metrics.finished_time - timings.first_token
+        return metrics
+
+    def _forget(self, group: _RequestGroup) -> None:
+        self.groups.pop(group.request_id, None)
+        for seq in group.sequences:
+            self.seq_to_group.pop(seq.request.request_id, None)
+            self.runner.release(seq.request.request_id)

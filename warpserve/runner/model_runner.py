@@ -1,0 +1,162 @@
+"""SchedulerOutput -> tensors -> one forward pass -> logits -> sampled tokens.
+
+The runner owns the K/V tensors (allocated once) and the per-request random generators.
+It knows nothing of queues or blocks beyond the block tables the scheduler hands it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from warpserve.layers.attention import AttentionMetadata, PrefillChunk
+from warpserve.sampling.sampler import Sampler
+from warpserve.sampling.types import SampledToken, SamplingRow
+from warpserve.scheduler.output import ScheduledSequence, SchedulerOutput
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: nn.Module,
+        num_blocks: int,
+        block_size: int,
+        sampler: Sampler,
+        decode_kernel: Any = None,
+    ) -> None:
+        self.model = model
+        self.decode_kernel = decode_kernel
+        self.block_size = block_size
+        self.sampler = sampler
+        self.is_fallback = bool(getattr(model, "is_fallback", False))
+        self.kv_caches = [] if self.is_fallback else _allocate_kv(model, num_blocks, block_size)
+        self.generators: dict[str, torch.Generator] = {}
+
+    def release(self, request_id: str) -> None:
+        """The request is finished for good: drop its generator (kept across preemption)."""
+        self.generators.pop(request_id, None)
+        if self.is_fallback:
+            self.model.free(request_id)
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> dict[str, SampledToken]:
+        if self.is_fallback:
+            for request_id in out.freed_request_ids:
+                self.model.free(request_id)
+        if out.is_empty:
+            return {}
+        seqs, logits = self._logits(out.sequences)
+        if not seqs:
+            return {}
+        rows = [self._sampling_row(seq) for seq in seqs]
+        sampled = self.sampler(logits, rows)
+        return {seq.request_id: tok for seq, tok in zip(seqs, sampled, strict=True)}
+
+    def _logits(
+        self, sequences: list[ScheduledSequence]
+    ) -> tuple[list[ScheduledSequence], torch.Tensor]:
+        if self.is_fallback:
+            return self._fallback_logits(sequences)
+        # Decodes first: they are batched into one attention call.
+        ordered = sorted(sequences, key=lambda s: len(s.token_ids) != 1)
+        input_ids, positions, meta, sample_idx = self._prepare(ordered)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        seqs = [s for s in ordered if s.do_sample]
+        return seqs, self.model.compute_logits(hidden[sample_idx])  # [N, vocab]
+
+    def _fallback_logits(
+        self, sequences: list[ScheduledSequence]
+    ) -> tuple[list[ScheduledSequence], torch.Tensor]:
+        seqs, rows = [], []
+        for seq in sequences:
+            logits = self.model.step(seq.request_id, seq.token_ids, seq.num_computed_tokens)
+            if seq.do_sample:
+                seqs.append(seq)
+                rows.append(logits)
+        return seqs, torch.stack(rows) if rows else torch.empty(0)
+
+    def _prepare(
+        self, seqs: list[ScheduledSequence]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+        bs = self.block_size
+        token_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        sample_idx: list[int] = []
+        prefills: list[PrefillChunk] = []
+        decode_tables: list[list[int]] = []
+        decode_lens: list[int] = []
+        for seq in seqs:
+            start = seq.num_computed_tokens
+            num = len(seq.token_ids)
+            pos = range(start, start + num)
+            if num == 1:
+                decode_tables.append(seq.block_ids)
+                decode_lens.append(start + 1)
+            else:
+                table = torch.tensor(seq.block_ids[: -(-(start + num) // bs)], dtype=torch.long)
+                prefills.append(PrefillChunk(len(token_ids), num, start, table))
+            token_ids.extend(seq.token_ids)
+            positions.extend(pos)
+            slots.extend(seq.block_ids[p // bs] * bs + p % bs for p in pos)
+            if seq.do_sample:
+                sample_idx.append(len(token_ids) - 1)
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long),
+            num_decode_tokens=len(decode_lens),
+            **_decode_tensors(decode_tables, decode_lens, bs, self.decode_kernel is None),
+            prefills=prefills,
+            decode_kernel=self.decode_kernel,
+        )
+        return (
+            torch.tensor(token_ids, dtype=torch.long),
+            torch.tensor(positions, dtype=torch.long),
+            meta,
+            torch.tensor(sample_idx, dtype=torch.long),
+        )
+
+    def _sampling_row(self, seq: ScheduledSequence) -> SamplingRow:
+        generator = None
+        if seq.seed is not None:
+            generator = self.generators.get(seq.request_id)
+            if generator is None:
+                generator = torch.Generator().manual_seed(seq.seed)
+                self.generators[seq.request_id] = generator
+        return SamplingRow(
+            params=seq.sampling_params,
+            generator=generator,
+            prompt_token_ids=seq.prompt_token_ids,
+            output_token_ids=seq.output_token_ids,
+        )
+
+
+def _decode_tensors(
+    tables: list[list[int]], context_lens: list[int], block_size: int, need_mask: bool
+) -> dict[str, torch.Tensor | None]:
+    if not tables:
+        empty = torch.empty(0, 1, dtype=torch.long)
+        return {
+            "decode_block_tables": empty,
+            "decode_context_lens": torch.empty(0, dtype=torch.long),
+            "decode_mask": None,
+        }
+    max_blocks = max(-(-n // block_size) for n in context_lens)
+    padded = [t[:max_blocks] + [0] * (max_blocks - len(t[:max_blocks])) for t in tables]
+    lens = torch.tensor(context_lens, dtype=torch.long)
+    mask = None
+    if need_mask:
+        mask = torch.arange(max_blocks * block_size)[None, :] < lens[:, None]  # [B, S]
+        mask = mask[:, None, None, :]  # [B, 1, 1, S]
+    return {
+        "decode_block_tables": torch.tensor(padded, dtype=torch.long),
+        "decode_context_lens": lens,
+        "decode_mask": mask,
+    }
+
+
+def _allocate_kv(model: nn.Module, num_blocks: int, block_size: int) -> list[torch.Tensor]:
+    dtype = next(model.parameters()).dtype
+    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    return [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
