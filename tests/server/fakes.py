@@ -29,8 +29,8 @@ class ToyTokenizer:
     vocab_size = 258
     eos_token_ids = frozenset({EOS})
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode())
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return ([self.BOS] if add_special_tokens else []) + list(text.encode())
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         text = bytes(t for t in token_ids if t < 256).decode("utf-8", errors="replace")

@@ -12,18 +12,21 @@ from warpserve.server.state import ServerState
 _INLINE_TOKENIZE_CHARS = 2048
 
 
-async def encode(state: ServerState, text: str) -> list[int]:
+async def encode(state: ServerState, text: str, add_special_tokens: bool = True) -> list[int]:
     """Tokenize in a worker thread so a long prompt never stalls the event loop."""
     tokenizer = state.tokenizer()
     if len(text) <= _INLINE_TOKENIZE_CHARS:
-        return tokenizer.encode(text)
-    return await asyncio.to_thread(tokenizer.encode, text)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
 
 
 async def encode_prompts(
     state: ServerState, prompt: str | list[str] | list[int] | list[list[int]], param: str
 ) -> list[list[int]]:
     """Normalize OpenAI's four prompt forms to a list of token id lists."""
+    texts = [prompt] if isinstance(prompt, str) else prompt
+    if any(isinstance(text, str) and not text for text in texts):
+        raise bad_request(f"{param} must not be empty", param=param)
     if isinstance(prompt, str):
         prompts: list[list[int]] = [await encode(state, prompt)]
     elif prompt and all(isinstance(p, int) for p in prompt):
@@ -47,7 +50,8 @@ async def encode_chat(state: ServerState, messages: list[dict[str, str]]) -> lis
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     except ValueError as exc:  # e.g. a template that rejects the order of roles
         raise bad_request(f"messages: {exc}", param="messages") from None
-    return await encode(state, text)
+    # The template already wrote any BOS it wants; adding special tokens would double it.
+    return await encode(state, text, add_special_tokens=False)
 
 
 def fit_max_tokens(

@@ -99,7 +99,7 @@ def _reject_unsupported(p: GenerateParameters) -> None:
     }
     for name, is_set in unsupported.items():
         if is_set:
-            raise APIError(422, f"{name} is not supported", param=f"parameters.{name}")
+            raise APIError(422, f"parameters.{name} is not supported", param=f"parameters.{name}")
 
 
 def tgi_finish_reason(choice: CompletionOutput) -> str:

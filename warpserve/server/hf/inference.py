@@ -66,7 +66,9 @@ async def _encode(state: ServerState, request: Request, body: InferenceRequest) 
     options = {**(body.model_extra or {}), **(body.parameters or {})}
     if state.embedder.task == "classify":
         predict = _parse(PredictRequest, {**_truncation(options), "inputs": body.inputs})
-        return JSONResponse(await serve_predict(state, request, predict))
+        labels = await serve_predict(state, request, predict)
+        # The Inference API answers a batch even for one text; TEI's /predict does not.
+        return JSONResponse([labels] if isinstance(predict.inputs, str) else labels)
     if isinstance(body.inputs, dict):
         return JSONResponse(await _similarity(state, request, body.inputs, options))
     embed = _parse(EmbedRequest, {**options, "inputs": body.inputs})

@@ -15,7 +15,7 @@ router = APIRouter(tags=["huggingface"])
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
     state = get_state(request)
-    token_ids = await encode(state, body.inputs)
+    token_ids = await encode(state, body.inputs, body.add_special_tokens)
     return JSONResponse(token_spans(state.tokenizer(), token_ids))
 
 

@@ -1,0 +1,183 @@
+"""`warpserve serve`: the OpenAI / Hugging Face compatible HTTP server.
+
+Builds the engine (its loop runs in its own thread) and the embedding service, hands them
+to `create_app`, and runs uvicorn on the main thread's event loop. SIGTERM stops accepting
+connections, lets in-flight requests finish (up to --drain-timeout), then closes both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import inspect
+import logging
+import signal
+import threading
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from warpserve.server.app import create_app
+from warpserve.server.config import ServerConfig
+from warpserve.weights.registry import DEFAULT_DECODER, DEFAULT_ENCODER
+
+logger = logging.getLogger(__name__)
+_NONE = "none"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_DECODER, help=f"generative model, or '{_NONE}'")
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help=f"embedding model, or '{_NONE}' (default: {DEFAULT_ENCODER} when embeddings exist)",
+    )
+    parser.add_argument("--host", default=ServerConfig.host)
+    parser.add_argument("--port", type=int, default=ServerConfig.port)
+    parser.add_argument(
+        "--api-key", action="append", default=[], help="accepted bearer key (repeatable)"
+    )
+    parser.add_argument(
+        "--cors-origin", action="append", default=[], help="allowed origin, '*' for any"
+    )
+    parser.add_argument("--served-model-name", default=None)
+    parser.add_argument("--max-request-bytes", type=int, default=ServerConfig.max_request_bytes)
+    parser.add_argument(
+        "--max-concurrent-requests", type=int, default=ServerConfig.max_concurrent_requests
+    )
+    parser.add_argument("--request-timeout", type=float, default=ServerConfig.request_timeout_s)
+    parser.add_argument("--health-timeout", type=float, default=ServerConfig.health_timeout_s)
+    parser.add_argument("--drain-timeout", type=float, default=ServerConfig.drain_timeout_s)
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--dtype", default=ModelConfig.dtype, choices=["float32", "bfloat16"])
+    engine.add_argument("--max-model-len", type=int, default=None)
+    engine.add_argument("--num-threads", type=int, default=None, help="torch threads")
+    engine.add_argument("--kv-cache-gib", type=float, default=CacheConfig.memory_gib)
+    engine.add_argument("--max-num-seqs", type=int, default=SchedulerConfig.max_num_seqs)
+    engine.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
+    engine.add_argument("--seed", type=int, default=0)
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(args.api_key),
+        cors_origins=tuple(args.cors_origin),
+        max_request_bytes=args.max_request_bytes,
+        max_concurrent_requests=args.max_concurrent_requests,
+        request_timeout_s=args.request_timeout,
+        health_timeout_s=args.health_timeout,
+        drain_timeout_s=args.drain_timeout,
+        served_model_name=args.served_model_name,
+    )
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        model=ModelConfig(
+            model=args.model,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            num_threads=args.num_threads,
+        ),
+        cache=CacheConfig(memory_gib=args.kv_cache_gib),
+        scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_waiting=args.max_waiting),
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = server_config(args)
+    engine = _load_engine(args)
+    embedder = _load_embedder(args.embedding_model)
+    if engine is None and embedder is None:
+        raise ValueError("nothing to serve: give --model or --embedding-model")
+    try:
+        serve(create_app(engine, embedder, config), config)
+    finally:
+        _close(embedder)
+        _close(engine)
+    return 0
+
+
+def serve(app: FastAPI, config: ServerConfig) -> None:
+    """Run uvicorn until SIGTERM / SIGINT, then drain in-flight requests."""
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        timeout_graceful_shutdown=config.drain_timeout_s,
+        log_level="info",
+    )
+    server = _DrainingServer(uv_config, app)
+    if threading.current_thread() is not threading.main_thread():
+        server.run()
+        return
+    # After draining, uvicorn re-raises the signal through the handler it found; make that
+    # a clean exit, so the caller's `finally` still closes the engine.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - an EngineClient
+    if args.model.lower() == _NONE:
+        return None
+    if importlib.util.find_spec("warpserve.engine.async_engine") is None:
+        raise ValueError("this build has no async engine (warpserve.engine.async_engine)")
+    from warpserve.engine.async_engine import AsyncLLM
+
+    logger.info("loading %s", args.model)
+    return AsyncLLM.from_config(engine_config(args))
+
+
+def _load_embedder(name: str | None):  # noqa: ANN202 - an EmbeddingBackend
+    has_service = importlib.util.find_spec("warpserve.encoder.service") is not None
+    if name is None:
+        name = DEFAULT_ENCODER if has_service else _NONE
+    if name.lower() == _NONE:
+        return None
+    if not has_service:
+        raise ValueError("this build has no embedding service (warpserve.encoder.service)")
+    from warpserve.encoder.service import EmbeddingService
+
+    logger.info("loading %s", name)
+    return EmbeddingService.from_name(name)
+
+
+def _close(resource: object) -> None:
+    """Engines and services close with close() or shutdown(), either of them async."""
+    for method_name in ("close", "shutdown"):
+        method = getattr(resource, method_name, None)
+        if method is not None:
+            result = method()
+            if inspect.isawaitable(result):
+                asyncio.run(_await(result))
+            return
+
+
+async def _await(awaitable: object) -> None:
+    await awaitable  # type: ignore[misc]
+
+
+class _DrainingServer(uvicorn.Server):
+    """Marks the app as draining the moment a shutdown signal arrives, so /ready answers
+    503 and new generation requests are refused while in-flight ones finish."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.warpserve.is_draining = True
+        super().handle_exit(sig, frame)
