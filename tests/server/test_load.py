@@ -87,7 +87,9 @@ def test_client_disconnect_mid_stream_frees_kv_blocks_within_a_second() -> None:
     engine = FakeEngine(step_s=0.02)
     live = start_server(engine)
     try:
-        body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "stream": true}'
+        body = (
+            b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "stream": true}'
+        )
         sock = _raw_request(live.port, body)
         received = b""
         while received.count(b"data: ") < 3:
@@ -109,7 +111,9 @@ def test_client_disconnect_while_waiting_for_a_full_response_aborts() -> None:
     engine = FakeEngine(step_s=0.02)
     live = start_server(engine)
     try:
-        sock = _raw_request(live.port, b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}')
+        sock = _raw_request(
+            live.port, b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}'
+        )
         assert wait_until(lambda: engine.num_free_blocks < engine.num_total_blocks)
         sock.close()
         assert wait_until(lambda: engine.num_free_blocks == engine.num_total_blocks, 1.0)

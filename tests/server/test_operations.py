@@ -72,7 +72,9 @@ def test_metrics_expose_vllm_style_names(server: LiveServer, http: httpx.Client)
     ]:
         assert name in text, name
     count = next(
-        line for line in text.splitlines() if line.startswith("warpserve:e2e_request_latency_seconds_count")
+        line
+        for line in text.splitlines()
+        if line.startswith("warpserve:e2e_request_latency_seconds_count")
     )
     assert float(count.split()[-1]) >= 1
 

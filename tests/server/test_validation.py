@@ -83,7 +83,11 @@ HF_CASES = [
     (GEN, {"inputs": "hi", "parameters": {"top_p": 1.5}}, "parameters.top_p"),
     (GEN, {"inputs": "hi", "parameters": {"top_k": 0}}, "parameters.top_k"),
     (GEN, {"inputs": "hi", "parameters": {"max_new_tokens": 0}}, "parameters.max_new_tokens"),
-    (GEN, {"inputs": "hi", "parameters": {"repetition_penalty": 0}}, "parameters.repetition_penalty"),
+    (
+        GEN,
+        {"inputs": "hi", "parameters": {"repetition_penalty": 0}},
+        "parameters.repetition_penalty",
+    ),
     (GEN, {"inputs": "hi", "parameters": {"typical_p": 0.5}}, "parameters.typical_p"),
     (GEN, {"inputs": "hi", "parameters": {"seed": -1}}, "parameters.seed"),
     (GEN, {"inputs": ""}, "inputs"),
@@ -98,7 +102,9 @@ HF_CASES = [
 
 
 @pytest.mark.parametrize(("path", "body", "param"), HF_CASES)
-def test_hf_routes_answer_in_tgi_shape(http: httpx.Client, path: str, body: dict, param: str) -> None:
+def test_hf_routes_answer_in_tgi_shape(
+    http: httpx.Client, path: str, body: dict, param: str
+) -> None:
     response = http.post(path, json=body)
     assert response.status_code in (400, 422), response.text
     payload = response.json()
