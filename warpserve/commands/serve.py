@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import inspect
 import logging
 import signal
 import threading
@@ -99,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(create_app(engine, embedder, config), config)
     finally:
-        _close(embedder)
-        _close(engine)
+        _close(engine, embedder)
     return 0
 
 
@@ -155,19 +153,11 @@ def _load_embedder(name: str | None):  # noqa: ANN202 - an EmbeddingBackend
     return EmbeddingService.from_name(name)
 
 
-def _close(resource: object) -> None:
-    """Engines and services close with close() or shutdown(), either of them async."""
-    for method_name in ("close", "shutdown"):
-        method = getattr(resource, method_name, None)
-        if method is not None:
-            result = method()
-            if inspect.isawaitable(result):
-                asyncio.run(_await(result))
-            return
-
-
-async def _await(awaitable: object) -> None:
-    await awaitable  # type: ignore[misc]
+def _close(engine, embedder) -> None:  # noqa: ANN001 - AsyncLLM, EmbeddingBackend
+    if embedder is not None:
+        asyncio.run(embedder.close())
+    if engine is not None:
+        engine.shutdown()
 
 
 class _DrainingServer(uvicorn.Server):
