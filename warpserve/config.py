@@ -62,12 +62,52 @@ class ModelConfig:
             raise ValueError("max_model_len must be >= 1")
 
 
+SPECULATIVE_METHODS = ("none", "ngram", "draft", "layerskip", "auto")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding: propose tokens cheaply, verify them in one target forward.
+
+    Lossless: greedy outputs are the target's own, sampled outputs follow the target's
+    distribution (rejection sampling). Methods: "ngram" (prompt lookup, no extra model),
+    "draft" (a smaller model with the target's tokenizer, at draft_model), "layerskip"
+    (the target's first layer_skip_depth layers and its LM head), "auto" (prompt lookup,
+    only for requests and batches where the expected gain beats the verify cost).
+    """
+
+    method: str = "none"
+    num_speculative_tokens: int = 5  # the most draft tokens per request per step
+    adaptive: bool = True  # tune each request's number of drafts to its acceptance
+    ngram_min: int = 2  # prompt lookup matches the longest suffix of ngram_max..ngram_min
+    ngram_max: int = 5
+    draft_model: str | None = None  # method "draft": a folder or .gguf sharing the tokenizer
+    layer_skip_depth: int = 8  # method "layerskip": how many of the target's layers draft
+
+    def __post_init__(self) -> None:
+        if self.method not in SPECULATIVE_METHODS:
+            raise ValueError(f"speculative method must be one of {', '.join(SPECULATIVE_METHODS)}")
+        if not 1 <= self.num_speculative_tokens <= 16:
+            raise ValueError("num_speculative_tokens must be in [1, 16], e.g. 5")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ValueError("ngram sizes need 1 <= ngram_min <= ngram_max, e.g. 2 and 5")
+        if self.method == "draft" and not self.draft_model:
+            raise ValueError("method 'draft' needs draft_model: a folder or .gguf path")
+        if self.layer_skip_depth < 1:
+            raise ValueError("layer_skip_depth must be >= 1, e.g. 8")
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.method != "none"
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     model: ModelConfig = ModelConfig()
     cache: CacheConfig = CacheConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     seed: int = 0
+    speculative: SpeculativeConfig = SpeculativeConfig()
 
 
 CACHE_DIR_ENV = "WARPSERVE_CACHE_DIR"

@@ -15,7 +15,9 @@ from warpserve.request import SamplingParams
 @dataclass(frozen=True)
 class ScheduledSequence:
     request_id: str
-    token_ids: list[int]  # the tokens to run this step: a prefill chunk or the last sampled one
+    # The tokens to run this step: a prefill chunk, the last sampled one, or (speculative
+    # decoding) the last sampled one followed by draft_token_ids.
+    token_ids: list[int]
     num_computed_tokens: int  # tokens already in the KV cache: the position of token_ids[0]
     block_ids: list[int]  # the whole block table, covering num_computed_tokens + len(token_ids)
     do_sample: bool  # this step reaches the end of the known tokens: sample the next one
@@ -23,6 +25,21 @@ class ScheduledSequence:
     prompt_token_ids: Sequence[int]  # read-only views for penalties; owned by the scheduler
     output_token_ids: Sequence[int]
     seed: int | None = None  # per-sequence seed (n > 1 children get seed + index)
+    # Proposed tokens to verify: the tail of token_ids. The runner needs logits at every
+    # one of them and returns the accepted drafts plus one token of the target's.
+    draft_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DraftCandidate:
+    """A decoding request that may get draft tokens for its next step."""
+
+    request_id: str
+    token_ids: Sequence[int]  # the known tokens (read-only view); the last is not yet computed
+    block_ids: list[int]  # the block table, with room for max_num_draft_tokens lookahead slots
+    max_num_draft_tokens: int  # capped by max_tokens and by the slots the table holds
+    sampling_params: SamplingParams
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

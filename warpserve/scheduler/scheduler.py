@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from warpserve.config import CacheConfig, SchedulerConfig
 from warpserve.kv_cache.manager import KVCacheManager
 from warpserve.request import FinishReason, Request, RequestStatus
-from warpserve.scheduler.output import ScheduledSequence, SchedulerOutput
+from warpserve.scheduler.output import DraftCandidate, ScheduledSequence, SchedulerOutput
 
 
 class QueueFullError(RuntimeError):
@@ -54,9 +54,13 @@ class Scheduler:
         cache_config: CacheConfig,
         num_blocks: int,
         max_model_len: int,
+        num_lookahead_tokens: int = 0,
     ) -> None:
+        """num_lookahead_tokens: the most draft tokens a request may get per step
+        (speculative decoding); 0 turns drafts off."""
         self.config = scheduler_config
         self.max_model_len = max_model_len
+        self.num_lookahead_tokens = num_lookahead_tokens
         self.kv_cache = KVCacheManager(
             num_blocks, cache_config.block_size, cache_config.enable_prefix_caching
         )
@@ -65,6 +69,8 @@ class Scheduler:
         self.num_preemptions = 0
         self._requests: dict[str, Request] = {}  # waiting and running
         self._freed_request_ids: list[str] = []
+        # Draft tokens for each request's next step; consumed when it is scheduled.
+        self._draft_token_ids: dict[str, list[int]] = {}
 
     # ---- requests in and out ---------------------------------------------------------
 
@@ -150,13 +156,73 @@ class Scheduler:
             request = self._requests.get(sequence.request_id)
             if request is None or request.status is not RequestStatus.RUNNING:
                 continue  # finished by finish_requests while the step ran
-            request.num_computed_tokens += len(sequence.token_ids)
+            num_drafts = len(sequence.draft_token_ids)
+            request.num_computed_tokens += len(sequence.token_ids) - num_drafts
             self.kv_cache.cache_computed_blocks(request)
-            if sequence.do_sample and self._append_sampled(request, sampled[request.request_id]):
+            if not sequence.do_sample:
+                continue
+            token_ids = sampled[request.request_id]
+            if self._append_sampled(request, token_ids):
                 finished.append(request)
+            elif num_drafts:
+                self._accept_drafts(request, sequence.draft_token_ids, token_ids)
         if finished:
             self.running = [request for request in self.running if not request.is_finished]
         return finished
+
+    # ---- speculative decoding --------------------------------------------------------
+
+    def draft_candidates(self) -> list[DraftCandidate]:
+        """The running requests that may take draft tokens for their next step."""
+        candidates = []
+        for request in self.running:
+            max_num_drafts = self._max_num_drafts(request)
+            if max_num_drafts > 0:
+                candidates.append(
+                    DraftCandidate(
+                        request_id=request.request_id,
+                        token_ids=request.all_token_ids,
+                        block_ids=list(self.kv_cache.get_block_ids(request.request_id)),
+                        max_num_draft_tokens=max_num_drafts,
+                        sampling_params=request.sampling_params,
+                        seed=request.seed,
+                    )
+                )
+        return candidates
+
+    def set_draft_token_ids(self, draft_token_ids: dict[str, list[int]]) -> None:
+        """Drafts for the next step, verified when each request is next scheduled."""
+        for request_id, token_ids in draft_token_ids.items():
+            request = self._requests.get(request_id)
+            if request is not None and token_ids:
+                assert len(token_ids) <= self._max_num_drafts(request), "too many drafts"
+                self._draft_token_ids[request_id] = list(token_ids)
+
+    def _max_num_drafts(self, request: Request) -> int:
+        """0 unless decoding; then capped by max_tokens and the lookahead slots held."""
+        if request.num_tokens - request.num_computed_tokens != 1:
+            return 0
+        num_slots = len(self.kv_cache.get_block_ids(request.request_id)) * (
+            self.kv_cache.block_size
+        )
+        # A step yields the accepted drafts plus one token; a drafting model writes K/V
+        # for the last token and the first k - 1 drafts, up to position num_tokens + k - 2.
+        num_left = request.max_tokens - request.num_output_tokens - 1
+        num_free_slots = num_slots - request.num_tokens + 1
+        return max(0, min(self.num_lookahead_tokens, num_left, num_free_slots))
+
+    def _accept_drafts(self, request: Request, draft_ids: list[int], token_ids: list[int]) -> None:
+        """Roll num_computed_tokens back to the accepted drafts; the rest were rejected.
+
+        The step wrote K/V for every draft. The accepted ones equal the tokens just
+        appended, so their K/V stand and their blocks may enter the prefix cache; the
+        rejected ones' slots stay in the block table and are overwritten by later steps.
+        """
+        num_accepted = len(token_ids) - 1
+        assert 0 <= num_accepted <= len(draft_ids), "more tokens than drafts + 1"
+        assert token_ids[:num_accepted] == draft_ids[:num_accepted], "accepted != drafts"
+        request.num_computed_tokens += num_accepted
+        self.kv_cache.cache_computed_blocks(request)
 
     # ---- stats -----------------------------------------------------------------------
 
@@ -187,7 +253,8 @@ class Scheduler:
         while index < len(self.running) and plan.num_tokens_left > 0:
             request = self.running[index]
             num_new_tokens = min(self._num_tokens_to_compute(request), plan.num_tokens_left)
-            if self._allocate_or_preempt(request, num_new_tokens):
+            num_new_tokens = self._allocate_or_preempt(request, num_new_tokens)
+            if num_new_tokens:
                 self._add_to_step(plan, request, num_new_tokens)
                 index += 1
 
@@ -206,8 +273,9 @@ class Scheduler:
             num_new_tokens = self._num_prefill_tokens(
                 request, num_cached_tokens, plan.num_tokens_left
             )
+            lookahead = self._num_lookahead(request, num_cached_tokens + num_new_tokens)
             if num_new_tokens == 0 or not self.kv_cache.allocate_slots(
-                request, num_new_tokens, cached_block_ids
+                request, num_new_tokens, cached_block_ids, lookahead
             ):
                 self.waiting.appendleft(request)  # FIFO: nobody overtakes it
                 break
@@ -216,14 +284,21 @@ class Scheduler:
         self.waiting.extendleft(reversed(skipped))
 
     def _num_tokens_to_compute(self, request: Request) -> int:
-        """Known tokens not yet in the KV cache: 1 when decoding, more mid-prefill.
-
-        Speculative decoding will add the request's draft tokens here (and allocate
-        their slots with num_lookahead_tokens).
-        """
+        """Known tokens not yet in the KV cache (1 when decoding, more mid-prefill), plus
+        the draft tokens of a decoding request."""
         num_tokens = request.num_tokens - request.num_computed_tokens
         assert num_tokens > 0, f"running request {request.request_id} has nothing to compute"
+        if num_tokens == 1:
+            num_tokens += len(self._draft_token_ids.get(request.request_id, ()))
         return num_tokens
+
+    def _num_lookahead(self, request: Request, num_tokens_after_step: int) -> int:
+        """Slots past this step's tokens for the drafts of the next one, never more than
+        the request can ever use (admission sized the cache for that)."""
+        if not self.num_lookahead_tokens:
+            return 0
+        max_num_slots = request.num_prompt_tokens + request.max_tokens - 1
+        return max(0, min(self.num_lookahead_tokens, max_num_slots - num_tokens_after_step))
 
     def _num_prefill_tokens(
         self, request: Request, num_cached_tokens: int, num_tokens_left: int
@@ -237,14 +312,27 @@ class Scheduler:
         can_chunk = self.config.enable_chunked_prefill or request.status is RequestStatus.PREEMPTED
         return num_tokens_left if can_chunk else 0
 
-    def _allocate_or_preempt(self, request: Request, num_new_tokens: int) -> bool:
-        """Find blocks for a running request, preempting the newest; False if it was."""
-        while not self.kv_cache.allocate_slots(request, num_new_tokens):
+    def _allocate_or_preempt(self, request: Request, num_new_tokens: int) -> int:
+        """Find blocks for a running request, preempting the newest; the number of tokens
+        it got (0 if it was preempted).
+
+        Lookahead slots, then draft tokens, are given up before anyone is preempted.
+        """
+        num_known = min(num_new_tokens, request.num_tokens - request.num_computed_tokens)
+        end = request.num_computed_tokens + num_new_tokens
+        options = [(num_new_tokens, self._num_lookahead(request, end))]
+        if options[0][1]:
+            options.append((num_new_tokens, 0))
+        if num_known < num_new_tokens:
+            options.append((num_known, 0))
+        while True:
+            for num_tokens, lookahead in options:
+                if self.kv_cache.allocate_slots(request, num_tokens, (), lookahead):
+                    return num_tokens
             victim = self.running.pop()
             self._preempt(victim)
             if victim is request:
-                return False
-        return True
+                return 0
 
     def _admit(self, request: Request, num_cached_tokens: int) -> None:
         if request.timings.first_scheduled is None:
@@ -258,11 +346,14 @@ class Scheduler:
 
     def _add_to_step(self, plan: _StepPlan, request: Request, num_new_tokens: int) -> None:
         start = request.num_computed_tokens
-        end = start + num_new_tokens
+        num_known = min(num_new_tokens, request.num_tokens - start)
+        # The drafts that fit in the budget (allocation may have given up the others).
+        draft_ids = self._draft_token_ids.pop(request.request_id, [])[: num_new_tokens - num_known]
+        end = start + num_known
         plan.sequences.append(
             ScheduledSequence(
                 request_id=request.request_id,
-                token_ids=request.all_token_ids[start:end],
+                token_ids=request.all_token_ids[start:end] + draft_ids,
                 num_computed_tokens=start,
                 block_ids=list(self.kv_cache.get_block_ids(request.request_id)),
                 do_sample=end == request.num_tokens,
@@ -270,6 +361,7 @@ class Scheduler:
                 prompt_token_ids=request.prompt_token_ids,
                 output_token_ids=request.output_token_ids,
                 seed=request.seed,
+                draft_token_ids=draft_ids,
             )
         )
         plan.num_tokens_left -= num_new_tokens
@@ -277,6 +369,7 @@ class Scheduler:
     def _preempt(self, request: Request) -> None:
         """Free a running request's blocks; it recomputes prompt and outputs later."""
         self.kv_cache.free(request)
+        self._draft_token_ids.pop(request.request_id, None)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
         self.waiting.appendleft(request)
@@ -322,6 +415,7 @@ class Scheduler:
         request.stop_reason = stop_reason
         request.timings.finished = time.perf_counter()
         self.kv_cache.free(request)
+        self._draft_token_ids.pop(request.request_id, None)
         del self._requests[request.request_id]
 
     # ---- admission checks ------------------------------------------------------------
