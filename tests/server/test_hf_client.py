@@ -118,3 +118,9 @@ def test_predict_and_text_classification() -> None:
     assert single[0] == {"label": "POSITIVE", "score": pytest.approx(0.9)}
     assert [b[0]["label"] for b in batch] == ["POSITIVE", "NEGATIVE"]
     assert labels[0].label == "POSITIVE"
+
+
+def test_long_inputs_are_tokenized_off_the_event_loop(http: httpx.Client) -> None:
+    text = "long prompt " * 300  # past the inline threshold: the tokenizer thread
+    tokens = http.post("/tokenize", json={"inputs": text, "add_special_tokens": False}).json()
+    assert [t["id"] for t in tokens] == list(text.encode())

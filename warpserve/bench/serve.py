@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     specs = make_specs(args)
     model = args.model or asyncio.run(first_model(args.url, args.api_key))
     target = Target(

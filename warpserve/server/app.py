@@ -50,6 +50,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         state.is_draining = True  # uvicorn has drained the connections by now
+        state.tokenizer_pool.shutdown(wait=False)
 
     app = FastAPI(
         title="warpserve",

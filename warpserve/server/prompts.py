@@ -8,16 +8,21 @@ from warpserve.request import SamplingParams
 from warpserve.server.errors import APIError, bad_request, from_value_error
 from warpserve.server.state import ServerState
 
-# Below this many characters a prompt is tokenized inline: a thread hop costs more.
-_INLINE_TOKENIZE_CHARS = 2048
+# Below this many characters (well under a millisecond of BPE) a prompt is tokenized
+# inline: the thread hop would cost more than it saves.
+_INLINE_TOKENIZE_CHARS = 512
 
 
 async def encode(state: ServerState, text: str, add_special_tokens: bool = True) -> list[int]:
-    """Tokenize in a worker thread so a long prompt never stalls the event loop."""
+    """Tokenize long prompts on the server's one tokenizer thread: the event loop keeps
+    streaming, and tokenization can take at most one core from the engine (docs/ARCHITECTURE.md)."""
     tokenizer = state.tokenizer()
     if len(text) <= _INLINE_TOKENIZE_CHARS:
         return tokenizer.encode(text, add_special_tokens=add_special_tokens)
-    return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        state.tokenizer_pool, tokenizer.encode, text, add_special_tokens
+    )
 
 
 async def encode_prompts(

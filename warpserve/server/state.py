@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +60,10 @@ class ServerState:
     is_draining: bool = False
     num_in_flight: int = 0
     started_at: float = field(default_factory=time.time)
+    # One thread: long prompts are tokenized off the event loop, one at a time.
+    tokenizer_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="warpserve-tokenize")
+    )
 
     @property
     def model_name(self) -> str | None:
