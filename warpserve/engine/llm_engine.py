@@ -21,9 +21,11 @@ from warpserve.layers import paged_kernel
 from warpserve.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from warpserve.request import FinishReason, Request, SamplingParams
 from warpserve.runner.model_runner import ModelRunner
+from warpserve.sampling.processors import check_token_ids
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken
 from warpserve.scheduler.scheduler import Scheduler
+from warpserve.spec_decode.setup import build_speculator
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +74,29 @@ class LLMEngine:
         if loaded.is_fallback and cache.enable_prefix_caching:
             logger.info("prefix caching is off for Transformers-fallback models")
             cache = type(cache)(cache.block_size, cache.memory_gib, False)
-        self.scheduler = Scheduler(config.scheduler, cache, loaded.num_blocks, self.max_model_len)
+        spec = config.speculative
+        if loaded.is_fallback and spec.is_enabled:
+            logger.warning("speculative decoding is off for Transformers-fallback models")
+            spec = type(spec)()
+        num_lookahead = spec.num_speculative_tokens if spec.is_enabled else 0
+        self.scheduler = Scheduler(
+            config.scheduler, cache, loaded.num_blocks, self.max_model_len, num_lookahead
+        )
         sampler = Sampler(loaded.vocab_size, self.eos_token_ids)
         kernel = _decode_kernel(config.model.attention_backend)
         self.runner = ModelRunner(
             loaded.model, loaded.num_blocks, cache.block_size, sampler, kernel
         )
+        if spec.is_enabled:
+            self.runner.speculator = build_speculator(
+                spec,
+                loaded.model,
+                self.runner.kv_caches,
+                cache.block_size,
+                kernel,
+                frozenset(self.eos_token_ids),
+                self.max_model_len,
+            )
         self.groups: dict[str, _RequestGroup] = {}
         self.seq_to_group: dict[str, tuple[_RequestGroup, _Sequence]] = {}
 
@@ -92,6 +111,7 @@ class LLMEngine:
         """Queue a request; ValueError names the problem (the engine is unaffected)."""
         if request_id in self.groups:
             raise ValueError(f"request_id '{request_id}' is already in use")
+        check_token_ids(params, self.runner.sampler.vocab_size)
         prompt_ids = self._prompt_ids(prompt)
         text = prompt if isinstance(prompt, str) else None
         group = _RequestGroup(request_id, text, prompt_ids, params)
@@ -125,22 +145,37 @@ class LLMEngine:
         sched_out = self.scheduler.schedule()
         sampled = self.runner.execute(sched_out)
         now = time.perf_counter()
+        num_before = {rid: self.seq_to_group[rid][1].request.num_output_tokens for rid in sampled}
         self.scheduler.update_from_output(
-            sched_out, {rid: [tok.token_id] for rid, tok in sampled.items()}
+            sched_out, {rid: [tok.token_id for tok in toks] for rid, toks in sampled.items()}
         )
         touched: dict[str, _RequestGroup] = {}
-        for seq_id, token in sampled.items():
+        for seq_id, tokens in sampled.items():
             group, seq = self.seq_to_group[seq_id]
-            self._on_token(seq, token, now)
+            self._on_tokens(seq, tokens, num_before[seq_id], now)
             touched[group.request_id] = group
         outputs = [self._make_output(g) for g in touched.values()]
         for group in touched.values():
             if group.finished:
                 self._forget(group)
+        if self.runner.speculator is not None:
+            drafts = self.runner.propose(self.scheduler.draft_candidates())
+            self.scheduler.set_draft_token_ids(drafts)
         return outputs
 
     def stats(self) -> EngineStats:
-        return EngineStats(**asdict(self.scheduler.stats()))
+        speculator = self.runner.speculator
+        if speculator is None:
+            return EngineStats(**asdict(self.scheduler.stats()))
+        counters = speculator.counters
+        return EngineStats(
+            **asdict(self.scheduler.stats()),
+            spec_decode_method=self.config.speculative.method,
+            spec_decode_proposer=speculator.name,
+            spec_decode_num_drafts=counters.num_drafts,
+            spec_decode_num_draft_tokens=counters.num_draft_tokens,
+            spec_decode_num_accepted_tokens=counters.num_accepted_tokens,
+        )
 
     # -- internals ----------------------------------------------------------------
 
@@ -168,7 +203,24 @@ class LLMEngine:
         )
         return _Sequence(index, request, detok, [] if params.logprobs is not None else None)
 
-    def _on_token(self, seq: _Sequence, token: SampledToken, now: float) -> None:
+    def _on_tokens(
+        self, seq: _Sequence, tokens: list[SampledToken], num_before: int, now: float
+    ) -> None:
+        """The tokens the scheduler appended this step (several with speculative decoding;
+        it drops those after a stop token), up to any stop string."""
+        request = seq.request
+        num_appended = request.num_output_tokens - num_before
+        for index, token in enumerate(tokens[:num_appended]):
+            stop = self._on_token(seq, token, now)
+            if stop is not None and index + 1 < num_appended:
+                # A stop string ended it before the last accepted draft: the tokens after
+                # it are dropped, even if a later one was EOS or the length limit.
+                del request.output_token_ids[num_before + index + 1 :]
+                request.finish_reason, request.stop_reason = FinishReason.STOP, stop
+                return
+
+    def _on_token(self, seq: _Sequence, token: SampledToken, now: float) -> str | None:
+        """The stop string that ended the request at this token, if one did."""
         request = seq.request
         stop = seq.detokenizer.add_token(token.token_id)
         if seq.logprobs is not None and token.logprob is not None:
@@ -178,6 +230,7 @@ class LLMEngine:
             request.stop_reason = stop
         if request.is_finished and request.timings.finished is None:
             request.timings.finished = now
+        return stop
 
     def _token_logprob(self, token: SampledToken) -> TokenLogprob:
         top = [(t, self._piece(t), lp) for t, lp in (token.top_logprobs or [])]

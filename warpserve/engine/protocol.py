@@ -32,6 +32,13 @@ class EngineStats:
     num_preemptions: int
     num_free_blocks: int
     num_total_blocks: int
+    # Speculative decoding, totals since start. Acceptance rate = accepted / draft tokens;
+    # mean accepted length = accepted / drafts (draft tokens kept per verified proposal).
+    spec_decode_method: str = "none"  # none | ngram | draft | layerskip | auto
+    spec_decode_proposer: str = ""  # the proposer behind it: ngram | draft | layerskip
+    spec_decode_num_drafts: int = 0  # proposals verified
+    spec_decode_num_draft_tokens: int = 0  # tokens proposed and verified
+    spec_decode_num_accepted_tokens: int = 0
 
 
 class EngineClient(Protocol):

@@ -73,7 +73,7 @@ def _decode_attention(
     q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
     if meta.decode_kernel is not None:
-        return meta.decode_kernel.paged_decode_attention(
+        return meta.decode_kernel(
             q, kv_cache[0], kv_cache[1], meta.decode_block_tables, meta.decode_context_lens, scale
         ).to(q.dtype)
     num_seqs, max_blocks = meta.decode_block_tables.shape

@@ -10,6 +10,8 @@ import functools
 import logging
 from pathlib import Path
 
+import torch
+
 from warpserve.config import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -19,7 +21,36 @@ _SOURCE = Path(__file__).with_name("csrc") / "paged_attention.cpp"
 
 @functools.cache
 def load():
-    """The compiled module (with paged_decode_attention), or None if it cannot be built."""
+    """`torch.ops.warpserve.paged_decode_attention`, or None if the kernel cannot be built.
+
+    The extension is wrapped as a torch custom op (with a fake implementation for shape
+    propagation) so that torch.compile can trace a decode step through it.
+    """
+    module = _build()
+    if module is None:
+        return None
+    _register(module)
+    return torch.ops.warpserve.paged_decode_attention
+
+
+def _register(module) -> None:
+    @torch.library.custom_op("warpserve::paged_decode_attention", mutates_args=())
+    def paged_decode_attention(
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        block_tables: torch.Tensor,
+        context_lens: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
+        return module.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+    @paged_decode_attention.register_fake
+    def _(q, k_cache, v_cache, block_tables, context_lens, scale):
+        return torch.empty_like(q, dtype=torch.float32)
+
+
+def _build():
     try:
         from torch.utils.cpp_extension import load as load_extension
 
