@@ -2,6 +2,11 @@
 
 The runner owns the K/V tensors (allocated once) and the per-request random generators.
 It knows nothing of queues or blocks beyond the block tables the scheduler hands it.
+
+With speculative decoding (`speculator` set), a sequence with draft tokens runs its
+[last token, d1..dk] as k + 1 decode rows (each a query over the block table up to its
+own position, so verification uses the same attention path as plain decoding), and its
+k + 1 logits rows go to the speculator, which returns the accepted tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from torch import nn
 from warpserve.layers.attention import AttentionMetadata, PrefillChunk
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken, SamplingRow
-from warpserve.scheduler.output import ScheduledSequence, SchedulerOutput
+from warpserve.scheduler.output import DraftCandidate, ScheduledSequence, SchedulerOutput
+from warpserve.spec_decode.speculator import Speculator
 
 
 class ModelRunner:
@@ -33,34 +39,79 @@ class ModelRunner:
         self.is_fallback = bool(getattr(model, "is_fallback", False))
         self.kv_caches = [] if self.is_fallback else _allocate_kv(model, num_blocks, block_size)
         self.generators: dict[str, torch.Generator] = {}
+        self.speculator: Speculator | None = None  # set by the engine for speculative decoding
 
     def release(self, request_id: str) -> None:
         """The request is finished for good: drop its generator (kept across preemption)."""
         self.generators.pop(request_id, None)
         if self.is_fallback:
             self.model.free(request_id)
+        if self.speculator is not None:
+            self.speculator.release(request_id)
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> dict[str, SampledToken]:
+    def execute(self, out: SchedulerOutput) -> dict[str, list[SampledToken]]:
+        """The tokens each sampled sequence accepted this step: one, or with drafts the
+        accepted drafts and one more."""
         if self.is_fallback:
             for request_id in out.freed_request_ids:
                 self.model.free(request_id)
+        if self.speculator is not None:
+            for request_id in out.freed_request_ids:
+                self.speculator.reset(request_id)
         if out.is_empty:
             return {}
         seqs, logits = self._logits(out.sequences)
         if not seqs:
             return {}
-        rows = [self._sampling_row(seq) for seq in seqs]
-        sampled = self.sampler(logits, rows)
-        return {seq.request_id: tok for seq, tok in zip(seqs, sampled, strict=True)}
+        if not any(seq.draft_token_ids for seq in seqs):
+            sampled = self.sampler(logits, [self._sampling_row(seq) for seq in seqs])
+            return {seq.request_id: [tok] for seq, tok in zip(seqs, sampled, strict=True)}
+        return self._sample_and_verify(seqs, logits)
+
+    def propose(self, candidates: list[DraftCandidate]) -> dict[str, list[int]]:
+        """Draft tokens for the next step of the candidates that get some."""
+        if self.speculator is None or not candidates:
+            return {}
+        generators = {
+            c.request_id: self._generator(c.request_id, c.seed) or self.sampler.default_generator
+            for c in candidates
+        }
+        return self.speculator.propose(candidates, generators)
+
+    def _sample_and_verify(
+        self, seqs: list[ScheduledSequence], logits: torch.Tensor
+    ) -> dict[str, list[SampledToken]]:
+        """logits: one row per plain sequence, k + 1 rows per sequence with k drafts."""
+        assert self.speculator is not None
+        starts: list[int] = []
+        result: dict[str, list[SampledToken]] = {}
+        row_index = 0
+        for seq in seqs:
+            starts.append(row_index)
+            row_index += len(seq.draft_token_ids) + 1
+        plain = [i for i, seq in enumerate(seqs) if not seq.draft_token_ids]
+        if plain:
+            plain_logits = logits[torch.tensor([starts[i] for i in plain])]
+            sampled = self.sampler(plain_logits, [self._sampling_row(seqs[i]) for i in plain])
+            for i, tok in zip(plain, sampled, strict=True):
+                result[seqs[i].request_id] = [tok]
+        for seq, start in zip(seqs, starts, strict=True):
+            if seq.draft_token_ids:
+                rows = logits[start : start + len(seq.draft_token_ids) + 1]  # [k + 1, V]
+                row = self._sampling_row(seq)
+                if row.generator is None:  # unseeded: the sampler's shared generator
+                    row.generator = self.sampler.default_generator
+                result[seq.request_id] = self.speculator.verify(seq, rows, row)
+        return result
 
     def _logits(
         self, sequences: list[ScheduledSequence]
     ) -> tuple[list[ScheduledSequence], torch.Tensor]:
         if self.is_fallback:
             return self._fallback_logits(sequences)
-        # Decodes first: they are batched into one attention call.
-        ordered = sorted(sequences, key=lambda s: len(s.token_ids) != 1)
+        # Decodes (and draft verifications) first: they are batched into one attention call.
+        ordered = sorted(sequences, key=lambda s: not _is_decode_rows(s))
         input_ids, positions, meta, sample_idx = self._prepare(ordered)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         seqs = [s for s in ordered if s.do_sample]
@@ -92,9 +143,9 @@ class ModelRunner:
             start = seq.num_computed_tokens
             num = len(seq.token_ids)
             pos = range(start, start + num)
-            if num == 1:
-                decode_tables.append(seq.block_ids)
-                decode_lens.append(start + 1)
+            if _is_decode_rows(seq):
+                decode_tables.extend([seq.block_ids] * num)
+                decode_lens.extend(p + 1 for p in pos)
             else:
                 table = torch.tensor(seq.block_ids[: -(-(start + num) // bs)], dtype=torch.long)
                 prefills.append(PrefillChunk(len(token_ids), num, start, table))
@@ -102,7 +153,8 @@ class ModelRunner:
             positions.extend(pos)
             slots.extend(seq.block_ids[p // bs] * bs + p % bs for p in pos)
             if seq.do_sample:
-                sample_idx.append(len(token_ids) - 1)
+                num_rows = len(seq.draft_token_ids) + 1
+                sample_idx.extend(range(len(token_ids) - num_rows, len(token_ids)))
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
             num_decode_tokens=len(decode_lens),
@@ -117,19 +169,27 @@ class ModelRunner:
             torch.tensor(sample_idx, dtype=torch.long),
         )
 
+    def _generator(self, request_id: str, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        generator = self.generators.get(request_id)
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed)
+            self.generators[request_id] = generator
+        return generator
+
     def _sampling_row(self, seq: ScheduledSequence) -> SamplingRow:
-        generator = None
-        if seq.seed is not None:
-            generator = self.generators.get(seq.request_id)
-            if generator is None:
-                generator = torch.Generator().manual_seed(seq.seed)
-                self.generators[seq.request_id] = generator
         return SamplingRow(
             params=seq.sampling_params,
-            generator=generator,
+            generator=self._generator(seq.request_id, seq.seed),
             prompt_token_ids=seq.prompt_token_ids,
             output_token_ids=seq.output_token_ids,
         )
+
+
+def _is_decode_rows(seq: ScheduledSequence) -> bool:
+    """A single-token decode, or a draft verification (its tokens run as decode rows)."""
+    return len(seq.token_ids) == 1 or bool(seq.draft_token_ids)
 
 
 def _decode_tensors(

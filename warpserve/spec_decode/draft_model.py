@@ -1,0 +1,44 @@
+"""A separate draft model that shares the target's tokenizer, with its own paged K/V.
+
+The draft's K/V tensors have as many blocks as the target's and are addressed through
+the target's block tables, so the scheduler's allocation covers both caches and no
+second block manager is needed. The draft computes its own K/V for every position it
+reads (never trusting prefix-cache hits it did not compute); a preemption resets it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from warpserve.models.registry import build_native, context_length
+from warpserve.spec_decode.drafter import ModelDrafter
+from warpserve.weights.loader import open_model_source
+
+
+def load_draft_model(
+    path: str, dtype: torch.dtype, max_model_len: int, target_vocab_size: int
+) -> nn.Module:
+    """A native decoder from a folder or .gguf; ValueError if it cannot draft for the target."""
+    source = open_model_source(path)
+    if source.config.vocab_size != target_vocab_size:
+        raise ValueError(
+            f"draft model {path} has a vocabulary of {source.config.vocab_size}, the target "
+            f"{target_vocab_size}: a draft model must share the target's tokenizer"
+        )
+    if context_length(source.config, None) < max_model_len:
+        raise ValueError(f"draft model {path} has a shorter context than max_model_len")
+    model = build_native(source.config, max_model_len, dtype)
+    if model is None:
+        raise ValueError(f"draft model {path}: no native class for its architecture")
+    model.load_weights((name, t.to(dtype)) for name, t in source.iter_tensors())
+    return model
+
+
+def draft_model_proposer(
+    model: nn.Module, num_blocks: int, block_size: int, decode_kernel: object
+) -> ModelDrafter:
+    dtype = next(model.parameters()).dtype
+    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    kv_caches = [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
+    return ModelDrafter("draft", model, kv_caches, block_size, decode_kernel, False)
