@@ -52,8 +52,13 @@ class ModelConfig:
     # Decode attention: "kernel" (C++, reads K/V in place), "sdpa" (gather + torch SDPA),
     # or "auto" (the kernel when it builds, else sdpa).
     attention_backend: str = "auto"
+    # Weight quantization applied after loading (quant/ presets): none | int8 | int4 |
+    # w8a8 | int8-mixed. Accuracy per preset is measured by the perplexity gate.
+    quantization: str = "none"
 
     def __post_init__(self) -> None:
+        if self.quantization not in ("none", "int8", "int4", "w8a8", "int8-mixed"):
+            raise ValueError("quantization must be one of none, int8, int4, w8a8, int8-mixed")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
         if self.attention_backend not in ("auto", "kernel", "sdpa"):

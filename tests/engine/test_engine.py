@@ -193,3 +193,15 @@ def test_transformers_fallback_gives_the_same_tokens(tiny_llama_dir, reference_t
     fallback = LLMEngine.from_config(config)
     assert fallback.runner.is_fallback
     assert token_ids(LLM(fallback).generate(prompts(17)[:3], GREEDY)) == reference_tokens[:3]
+
+
+def test_int8_engine_stays_close_to_fp32(tiny_llama_dir, reference_tokens) -> None:
+    """Weight-only int8 through the whole engine: most greedy tokens agree with fp32."""
+    config = EngineConfig(
+        model=ModelConfig(model=str(tiny_llama_dir), quantization="int8"),
+        cache=CacheConfig(memory_gib=512 * BLOCK_BYTES / 2**30),
+    )
+    int8 = LLM.from_config(config)
+    outputs = token_ids(int8.generate(prompts(17)[:6], GREEDY))
+    first_tokens_equal = sum(o[0] == r[0] for o, r in zip(outputs, reference_tokens, strict=False))
+    assert first_tokens_equal >= 5

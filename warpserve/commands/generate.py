@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--kv-cache-gib", type=float, default=0.5)
+    parser.add_argument(
+        "--quantization", default="none", choices=["none", "int8", "int4", "w8a8", "int8-mixed"]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     config = EngineConfig(
-        model=ModelConfig(model=args.model, dtype=args.dtype, num_threads=args.threads),
+        model=ModelConfig(
+            model=args.model,
+            dtype=args.dtype,
+            num_threads=args.threads,
+            quantization=args.quantization,
+        ),
         cache=CacheConfig(memory_gib=args.kv_cache_gib),
     )
     engine = LLMEngine.from_config(config)

@@ -46,6 +46,10 @@ def load_model(model_config: ModelConfig, cache_config: CacheConfig) -> LoadedMo
         logger.warning("no native class for %s: running through Transformers (slower)", archs)
         model = TransformersCausalLM.from_config(source.config, dtype)
     model.load_weights((name, t.to(dtype)) for name, t in source.iter_tensors())
+    if model_config.quantization != "none" and not getattr(model, "is_fallback", False):
+        from warpserve.quant.swap import quantize_model
+
+        quantize_model(model, model_config.quantization)
     logger.info("loaded %s in %.1f s", source.path, time.perf_counter() - started)
     return assemble(model_config.model, model, tokenizer, max_len, cache_config)
 
