@@ -66,6 +66,7 @@ def test_metrics_expose_vllm_style_names(server: LiveServer, http: httpx.Client)
         "warpserve:kv_cache_usage_perc",
         "warpserve:prefix_cache_hit_rate",
         "warpserve:num_preemptions_total",
+        "warpserve:spec_decode_num_accepted_tokens_total",
         "warpserve:prompt_tokens_total",
         "warpserve:generation_tokens_total",
         'warpserve:request_success_total{finished_reason="length",model_name="fake-model"}',

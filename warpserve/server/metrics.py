@@ -120,6 +120,15 @@ class EngineStatsCollector(Collector):
             "prefix_cache_queries": ("Prompt tokens looked up.", stats.prefix_cache_queries),
             "prefix_cache_hits": ("Prompt tokens found.", stats.prefix_cache_hits),
             "num_preemptions": ("Requests preempted.", stats.num_preemptions),
+            "spec_decode_num_drafts": ("Draft proposals verified.", stats.spec_decode_num_drafts),
+            "spec_decode_num_draft_tokens": (
+                "Draft tokens proposed and verified.",
+                stats.spec_decode_num_draft_tokens,
+            ),
+            "spec_decode_num_accepted_tokens": (
+                "Draft tokens accepted.",
+                stats.spec_decode_num_accepted_tokens,
+            ),
         }
         for name, (doc, value) in counters.items():
             yield self._family(CounterMetricFamily, name, doc, value)
