@@ -10,7 +10,6 @@ engine's next step.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -236,8 +235,3 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 async def _wait_for_disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def choice_indices(num_prompts: int, n: int) -> list[tuple[int, int]]:
-    """OpenAI numbers the choices of batch prompts prompt-major: index = prompt * n + i."""
-    return list(itertools.product(range(num_prompts), range(n)))
