@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
     parser.add_argument("--shared-prefix-len", type=int, default=300)
     parser.add_argument("--shared-suffix-len", default="1:100", help="per-request tokens after it")
     parser.add_argument("--hf-batch1-requests", type=int, default=4)
@@ -39,15 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from warpserve.bench import datasets, report
     from warpserve.bench.engine_runner import run_engine_workload
     from warpserve.bench.hf_baseline import load_hf_model, run_hf_batch1, run_hf_batched
     from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
     from warpserve.engine.setup import load_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lo, hi = datasets.parse_range(args.prompt_len)
     config = EngineConfig(
-        model=ModelConfig(model=args.model, dtype=args.dtype),
+        model=ModelConfig(model=args.model, dtype=args.dtype, num_threads=args.threads),
         cache=CacheConfig(memory_gib=args.kv_cache_gib),
         scheduler=SchedulerConfig(
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
@@ -146,7 +150,3 @@ def _summary(results: dict) -> str:
         f"throughput ratio on/off {shared['throughput_ratio']:.2f}"
     )
     return "\n".join(lines)
-
-
-def _now() -> float:
-    return time.perf_counter()
