@@ -1,0 +1,64 @@
+"""Encoder settings: frozen dataclasses, every field defaulted and documented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("embed", "classify", "rerank")
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """How far an optimized variant may drift from the fp32 PyTorch reference."""
+
+    min_mean_cosine: float = 0.99  # mean over validation texts of cos(variant, reference)
+    max_spearman_drop: float = 0.01  # STS-B Spearman (x100 is the usual score) may drop this much
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_mean_cosine <= 1.0:
+            raise ValueError("min_mean_cosine must be in (0, 1], e.g. 0.99")
+        if self.max_spearman_drop < 0.0:
+            raise ValueError("max_spearman_drop must be >= 0, e.g. 0.01")
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    """The dynamic batcher in front of the encoder session."""
+
+    max_batch_tokens: int = 8192  # padded tokens (rows x longest row) per forward pass
+    max_batch_size: int = 32  # rows per forward pass
+    max_wait_ms: float = 2.0  # how long the first waiting text may wait for company
+    max_queued_texts: int = 4096  # beyond this, new requests are refused (overloaded)
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be >= 1, e.g. 8192")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        if self.max_queued_texts < 1:
+            raise ValueError("max_queued_texts must be >= 1")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How `EmbeddingService` picks and runs its model."""
+
+    num_threads: int = 2  # ONNX Runtime / torch intra-op threads for the forward pass
+    num_tokenizer_workers: int = 1  # tokenization runs here, off the event loop
+    tokenizer_cache_size: int = 4096  # repeated inputs skip tokenization (LRU, per text)
+    variant: str | None = None  # force a variant by name; None: the best validated one
+    batcher: BatcherConfig = BatcherConfig()
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 1 or self.num_tokenizer_workers < 1:
+            raise ValueError("num_threads and num_tokenizer_workers must be >= 1")
+        if self.tokenizer_cache_size < 0:
+            raise ValueError("tokenizer_cache_size must be >= 0 (0 turns the cache off)")
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, not '{task}'")
+    return task

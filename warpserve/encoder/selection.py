@@ -1,0 +1,70 @@
+"""Which variant a service runs: the optimize report's choice, else the default recipe
+validated on the spot, else PyTorch fp32."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from warpserve.encoder.artifacts import read_report
+from warpserve.encoder.config import ServiceConfig
+from warpserve.encoder.models import EncoderSpec
+from warpserve.encoder.recipes import DEFAULT_RECIPE, REFERENCE, get_recipe
+from warpserve.encoder.session import EncoderBackend, TorchBackend
+
+logger = logging.getLogger(__name__)
+
+# a start-up check of the default variant, smaller than a full `warpserve optimize`
+QUICK_VALIDATION_PAIRS = 300
+FALLBACK_RECIPE = "onnx-fused-fp32"  # exact to fp32 rounding, when int8 misses the budget
+
+
+def select_backend(
+    spec: EncoderSpec, config: ServiceConfig, cache_root: Path | None
+) -> EncoderBackend:
+    try:
+        name = config.variant or _validated_choice(spec, config, cache_root)
+        if get_recipe(name).runtime == "torch":
+            return TorchBackend(spec, name, config.num_threads)
+        return _onnx_backend(spec, name, config, cache_root)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        if config.variant is not None:
+            raise  # the user asked for this one variant: say why it cannot run
+        logger.warning("no ONNX variant for %s (%s); serving PyTorch fp32", spec.name, exc)
+        return TorchBackend(spec, REFERENCE, config.num_threads)
+
+
+def _validated_choice(spec: EncoderSpec, config: ServiceConfig, cache_root: Path | None) -> str:
+    report = read_report(spec, cache_root)
+    if report is None:
+        from warpserve.encoder.pipeline import OptimizeOptions, optimize
+
+        logger.info("no optimize report for %s: validating %s once", spec.name, DEFAULT_RECIPE)
+        options = OptimizeOptions(
+            variants=(FALLBACK_RECIPE, DEFAULT_RECIPE),
+            num_threads=config.num_threads,
+            num_validation_pairs=QUICK_VALIDATION_PAIRS,
+            num_timing_texts=64,
+            num_latency_texts=10,
+            timing_rounds=1,
+            cache_root=cache_root,
+        )
+        report = optimize(spec, options)
+    return str(report["chosen"])
+
+
+def _onnx_backend(
+    spec: EncoderSpec, name: str, config: ServiceConfig, cache_root: Path | None
+) -> EncoderBackend:
+    from warpserve.encoder.pipeline import calibration_feeds, calibration_inputs
+    from warpserve.encoder.recipes import build_variant
+    from warpserve.encoder.session import OrtBackend
+    from warpserve.encoder.tokens import EncoderTokenizer
+
+    def feeds() -> list:
+        tokenizer = EncoderTokenizer(spec.path, spec.max_input_tokens)
+        return calibration_feeds(spec, tokenizer, calibration_inputs(spec.task))
+
+    path = build_variant(spec, get_recipe(name), feeds, cache_root)
+    assert path is not None
+    return OrtBackend(path, name, config.num_threads)
