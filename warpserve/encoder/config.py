@@ -27,7 +27,9 @@ class BatcherConfig:
 
     max_batch_tokens: int = 8192  # padded tokens (rows x longest row) per forward pass
     max_batch_size: int = 32  # rows per forward pass
-    max_wait_ms: float = 2.0  # how long the first waiting text may wait for company
+    # how long the oldest waiting text may wait for company; 0: run as soon as the model is
+    # free (batches still form from whatever arrived during the previous pass)
+    max_wait_ms: float = 0.0
     max_queued_texts: int = 4096  # beyond this, new requests are refused (overloaded)
 
     def __post_init__(self) -> None:
