@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import inspect
 import logging
 import signal
 import threading
@@ -155,7 +156,9 @@ def _load_embedder(name: str | None):  # noqa: ANN202 - an EmbeddingBackend
 
 def _close(engine, embedder) -> None:  # noqa: ANN001 - AsyncLLM, EmbeddingBackend
     if embedder is not None:
-        asyncio.run(embedder.close())
+        closing = embedder.close()
+        if inspect.isawaitable(closing):
+            asyncio.run(closing)
     if engine is not None:
         engine.shutdown()
 
