@@ -39,7 +39,7 @@ def service_factory(cache_root):  # noqa: ANN001, ANN201
 
 @pytest.mark.parametrize(
     ("variant", "atol"),
-    [("onnx-fused-fp32", FP32_BATCH_ATOL), ("onnx-int8-smooth", INT8_BATCH_ATOL)],
+    [("onnx-fused-fp32", FP32_BATCH_ATOL), ("onnx-int8-lean-smooth", INT8_BATCH_ATOL)],
 )
 def test_batched_equals_single_and_order_is_kept(
     tiny_models, service_factory, variant, atol

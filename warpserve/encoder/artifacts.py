@@ -17,7 +17,7 @@ from pathlib import Path
 
 from warpserve.encoder.models import EncoderSpec
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 CACHE_ENV = "WARPSERVE_CACHE_DIR"
 
 

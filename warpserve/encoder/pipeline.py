@@ -16,7 +16,14 @@ from warpserve.encoder.config import AccuracyBudget
 from warpserve.encoder.measure import time_backends
 from warpserve.encoder.models import EncoderSpec
 from warpserve.encoder.offline import encode_texts, length_sorted_batches
-from warpserve.encoder.recipes import RECIPES, REFERENCE, build_details, build_variant, get_recipe
+from warpserve.encoder.recipes import (
+    RECIPES,
+    REFERENCE,
+    build_details,
+    build_variant,
+    get_recipe,
+    session_fusions_to_skip,
+)
 from warpserve.encoder.report import machine_info, write_report
 from warpserve.encoder.session import EncoderBackend, OrtBackend, TorchBackend
 from warpserve.encoder.tokens import EncoderTokenizer, TextInput, collate
@@ -82,7 +89,8 @@ def _build(
     feeds = lambda: calibration_feeds(spec, tokenizer, inputs.calibration)  # noqa: E731
     path = build_variant(spec, recipe, feeds, options.cache_root)
     assert path is not None
-    return OrtBackend(path, name, options.num_threads), time.perf_counter() - start
+    backend = OrtBackend(path, name, options.num_threads, session_fusions_to_skip(recipe))
+    return backend, time.perf_counter() - start
 
 
 def calibration_feeds(

@@ -79,6 +79,8 @@ def quantize_graph(
         num_smoothed = len(captured)
     ranked = rank_by_error(model, nodes, captured) if settings.num_excluded else []
     excluded = tuple(ranked[: settings.num_excluded])
+    if settings.mode == "static":
+        model = _with_inferred_types(model)
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / "staged.onnx"
         onnx.save(model, str(staged))
@@ -86,6 +88,14 @@ def quantize_graph(
             staged, dst, settings, [n.name for n in nodes if n.name not in excluded], calibration
         )
     return QuantSummary(len(nodes) - len(excluded), num_smoothed, excluded)
+
+
+def _with_inferred_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Static calibration only records tensors of known type; ONNX's own shape inference
+    stops at ORT's fused contrib ops, ORT's symbolic one knows them."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
 
 
 def _divide_by_scale(

@@ -18,6 +18,7 @@ import numpy as np
 
 from warpserve.encoder.artifacts import variant_path
 from warpserve.encoder.models import EncoderSpec
+from warpserve.encoder.optimize import FusionSettings, disabled_session_fusions
 from warpserve.encoder.quantize import QuantSettings
 
 REFERENCE = "torch-fp32"
@@ -29,50 +30,67 @@ class Recipe:
     summary: str
     runtime: str = "onnx"  # onnx | torch
     base: str | None = None  # the recipe whose graph this one starts from
-    fuse: bool = False  # apply the ORT transformer fusions
-    approximate_gelu: bool = False  # with fuse: tanh GELU (FastGelu) instead of erf
+    fusion: FusionSettings | None = None  # apply the ORT transformer fusions
     quant: QuantSettings | None = None
 
 
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
+_FUSED = FusionSettings()
+_LEAN = FusionSettings(skip_layer_norm=False, approximate_gelu=True)
+_SMOOTH = 0.8  # SmoothQuant alpha; 0.75-0.85 measured best on MiniLM calibration text
+
+
+def _recipes() -> tuple[Recipe, ...]:
+    lean, fused = "onnx-lean-fp32", "onnx-fused-fp32"
+    return (
         Recipe(REFERENCE, "PyTorch fp32, sdpa attention (the reference)", runtime="torch"),
         Recipe("onnx-fp32", "ONNX export, ORT's built-in graph optimizations"),
-        Recipe("onnx-fused-fp32", "+ transformer fusions", base="onnx-fp32", fuse=True),
+        Recipe(fused, "+ ORT transformer fusions", base="onnx-fp32", fusion=_FUSED),
+        Recipe(lean, "fusions, LayerNorm unfused, tanh GELU", base="onnx-fp32", fusion=_LEAN),
         Recipe(
             "onnx-int8-dynamic",
-            "off the shelf: dynamic int8, per-tensor weights",
-            base="onnx-fused-fp32",
+            "off the shelf: fused + dynamic int8, per-tensor weights",
+            base=fused,
             quant=QuantSettings(per_channel=False),
         ),
         Recipe(
             "onnx-int8-perchannel",
-            "dynamic int8, per-channel weights",
-            base="onnx-fused-fp32",
+            "fused + dynamic int8, per-channel weights",
+            base=fused,
             quant=QuantSettings(),
         ),
         Recipe(
             "onnx-int8-static",
-            "static QDQ int8 (calibrated activations), attention fp32",
-            base="onnx-fused-fp32",
+            "lean + static QDQ int8 (MinMax-calibrated activations), attention fp32",
+            base=lean,
             quant=QuantSettings(mode="static", quantize_attention=False),
         ),
         Recipe(
-            "onnx-int8-smooth",
-            "SmoothQuant (alpha 0.8) + dynamic int8 per-channel",
-            base="onnx-fused-fp32",
-            quant=QuantSettings(smooth_alpha=0.8),
+            "onnx-int8-lean", "lean + dynamic int8 per-channel", base=lean, quant=QuantSettings()
         ),
         Recipe(
-            "onnx-int8-smooth-selective",
-            "SmoothQuant + dynamic int8, 3 most error-prone MatMuls fp32",
-            base="onnx-fused-fp32",
-            quant=QuantSettings(smooth_alpha=0.8, num_excluded=3),
+            "onnx-int8-lean-smooth",
+            f"lean + SmoothQuant (alpha {_SMOOTH}) + dynamic int8 per-channel",
+            base=lean,
+            quant=QuantSettings(smooth_alpha=_SMOOTH),
+        ),
+        Recipe(
+            "onnx-int8-lean-smooth-u8",
+            "lean + SmoothQuant + dynamic int8 with uint8 weights (u8u8: no saturation, slower)",
+            base=lean,
+            quant=QuantSettings(smooth_alpha=_SMOOTH, weight_type="uint8"),
+        ),
+        Recipe(
+            "onnx-int8-lean-smooth-selective",
+            "lean + SmoothQuant + dynamic int8, 3 most error-prone MatMuls fp32",
+            base=lean,
+            quant=QuantSettings(smooth_alpha=_SMOOTH, num_excluded=3),
         ),
     )
-}
-DEFAULT_RECIPE = "onnx-int8-smooth"  # what the service builds when no report exists yet
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in _recipes()}
+DEFAULT_RECIPE = "onnx-int8-lean-smooth"  # what the service builds when no report exists yet
+FALLBACK_RECIPE = "onnx-lean-fp32"  # validated next to it, in case int8 misses the budget
 
 CalibrationFeeds = Callable[[], list[dict[str, np.ndarray]]]
 
@@ -105,6 +123,13 @@ def build_variant(
     return target
 
 
+def session_fusions_to_skip(recipe: Recipe) -> tuple[str, ...]:
+    """What the ORT session must not fuse for this variant, inherited from its base graph."""
+    while recipe.fusion is None and recipe.base is not None:
+        recipe = get_recipe(recipe.base)
+    return disabled_session_fusions(recipe.fusion)
+
+
 def build_details(spec: EncoderSpec, name: str, root: Path | None = None) -> dict:
     path = variant_path(spec, name, root).parent / "build.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -118,11 +143,11 @@ def _run_step(
 
         export_onnx(spec, out)
         return {"step": "export"}
-    if recipe.fuse:
+    if recipe.fusion is not None:
         from warpserve.encoder.optimize import fuse_graph
 
-        fused = fuse_graph(base, out, spec, approximate_gelu=recipe.approximate_gelu)
-        return {"step": "fuse", "fused_ops": fused}
+        fused = fuse_graph(base, out, spec, recipe.fusion)
+        return {"step": "fuse", "settings": asdict(recipe.fusion), "fused_ops": fused}
     assert recipe.quant is not None, f"recipe {recipe.name} adds no step"
     from warpserve.encoder.quantize import quantize_graph
 

@@ -9,14 +9,13 @@ from pathlib import Path
 from warpserve.encoder.artifacts import read_report
 from warpserve.encoder.config import ServiceConfig
 from warpserve.encoder.models import EncoderSpec
-from warpserve.encoder.recipes import DEFAULT_RECIPE, REFERENCE, get_recipe
+from warpserve.encoder.recipes import DEFAULT_RECIPE, FALLBACK_RECIPE, REFERENCE, get_recipe
 from warpserve.encoder.session import EncoderBackend, TorchBackend
 
 logger = logging.getLogger(__name__)
 
 # a start-up check of the default variant, smaller than a full `warpserve optimize`
 QUICK_VALIDATION_PAIRS = 300
-FALLBACK_RECIPE = "onnx-fused-fp32"  # exact to fp32 rounding, when int8 misses the budget
 
 
 def select_backend(
@@ -57,7 +56,7 @@ def _onnx_backend(
     spec: EncoderSpec, name: str, config: ServiceConfig, cache_root: Path | None
 ) -> EncoderBackend:
     from warpserve.encoder.pipeline import calibration_feeds, calibration_inputs
-    from warpserve.encoder.recipes import build_variant
+    from warpserve.encoder.recipes import build_variant, session_fusions_to_skip
     from warpserve.encoder.session import OrtBackend
     from warpserve.encoder.tokens import EncoderTokenizer
 
@@ -65,6 +64,7 @@ def _onnx_backend(
         tokenizer = EncoderTokenizer(spec.path, spec.max_input_tokens)
         return calibration_feeds(spec, tokenizer, calibration_inputs(spec.task))
 
-    path = build_variant(spec, get_recipe(name), feeds, cache_root)
+    recipe = get_recipe(name)
+    path = build_variant(spec, recipe, feeds, cache_root)
     assert path is not None
-    return OrtBackend(path, name, config.num_threads)
+    return OrtBackend(path, name, config.num_threads, session_fusions_to_skip(recipe))

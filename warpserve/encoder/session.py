@@ -21,7 +21,13 @@ class EncoderBackend(Protocol):
 
 
 class OrtBackend:
-    def __init__(self, path: Path, name: str, num_threads: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        num_threads: int = 2,
+        disabled_optimizers: tuple[str, ...] = (),
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
