@@ -87,6 +87,9 @@ class SpeculativeConfig:
     ngram_min: int = 2  # prompt lookup matches the longest suffix of ngram_max..ngram_min
     ngram_max: int = 5
     draft_model: str | None = None  # method "draft": a folder or .gguf sharing the tokenizer
+    # Weight-only quantization of the draft ("int8" | "int4"; None: as loaded). A quantized
+    # copy of the target itself is a draft model that needs no second checkpoint.
+    draft_quantization: str | None = None
     layer_skip_depth: int = 8  # method "layerskip": how many of the target's layers draft
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class SpeculativeConfig:
             raise ValueError("ngram sizes need 1 <= ngram_min <= ngram_max, e.g. 2 and 5")
         if self.method == "draft" and not self.draft_model:
             raise ValueError("method 'draft' needs draft_model: a folder or .gguf path")
+        if self.draft_quantization not in (None, "int8", "int4"):
+            raise ValueError("draft_quantization must be 'int8', 'int4' or None")
         if self.layer_skip_depth < 1:
             raise ValueError("layer_skip_depth must be >= 1, e.g. 8")
 

@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "serve": "load test of an OpenAI-compatible server",
     "embed": "embedding throughput and latency against sentence-transformers",
     "ladder": "the optimization ladder from naive Transformers to fully optimized",
+    "spec": "speculative decoding (n-gram, auto, draft, layer skip) against plain decoding",
 }
 
 

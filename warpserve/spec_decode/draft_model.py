@@ -17,9 +17,14 @@ from warpserve.weights.loader import open_model_source
 
 
 def load_draft_model(
-    path: str, dtype: torch.dtype, max_model_len: int, target_vocab_size: int
+    path: str,
+    dtype: torch.dtype,
+    max_model_len: int,
+    target_vocab_size: int,
+    quantization: str | None = None,
 ) -> nn.Module:
-    """A native decoder from a folder or .gguf; ValueError if it cannot draft for the target."""
+    """A native decoder from a folder or .gguf, optionally with weight-only quantized
+    linears; ValueError if it cannot draft for the target."""
     source = open_model_source(path)
     if source.config.vocab_size != target_vocab_size:
         raise ValueError(
@@ -32,6 +37,10 @@ def load_draft_model(
     if model is None:
         raise ValueError(f"draft model {path}: no native class for its architecture")
     model.load_weights((name, t.to(dtype)) for name, t in source.iter_tensors())
+    if quantization is not None:
+        from warpserve.quant import quantize_model  # only drafts that ask pay for the import
+
+        quantize_model(model, quantization)
     return model
 
 

@@ -10,6 +10,7 @@ position num_tokens + k - 2: the scheduler's lookahead slots make room for them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -30,6 +31,8 @@ class DraftLM(Protocol):
 
 
 class ModelDrafter:
+    COST_DECAY = 0.9
+
     def __init__(
         self,
         name: str,
@@ -48,6 +51,9 @@ class ModelDrafter:
         self.decode_kernel = decode_kernel
         self.shares_target_cache = shares_target_cache
         self._num_computed: dict[str, int] = {}  # positions in the drafter's own cache
+        # Seconds per draft token per request: single-token forwards over the batch,
+        # decayed average (catch-up forwards of whole prompts would distort it).
+        self.draft_cost_s = 0.0
 
     @torch.inference_mode()
     def propose(
@@ -61,7 +67,7 @@ class ModelDrafter:
         probs: dict[str, list[torch.Tensor]] = {c.request_id: [] for c in active}
         chunks = [self._catch_up_chunk(c) for c in active]
         while active:
-            logits = self._forward(chunks)  # [len(active), V]
+            logits = self._timed_forward(chunks)  # [len(active), V]
             for candidate, row in zip(active, logits, strict=True):
                 rid = candidate.request_id
                 token_id, row_probs = _draw(row, candidate.sampling_params, generators.get(rid))
@@ -91,6 +97,15 @@ class ModelDrafter:
     def _next_chunk(self, candidate: DraftCandidate, drafts: list[int]) -> Chunk:
         # Draft j (1-based) sits at position num_tokens - 1 + j.
         return Chunk([drafts[-1]], len(candidate.token_ids) - 1 + len(drafts), candidate.block_ids)
+
+    def _timed_forward(self, chunks: list[Chunk]) -> torch.Tensor:
+        started = time.perf_counter()
+        logits = self._forward(chunks)
+        if all(len(chunk.token_ids) == 1 for chunk in chunks):
+            per_token_s = (time.perf_counter() - started) / len(chunks)
+            decay = self.COST_DECAY if self.draft_cost_s else 0.0
+            self.draft_cost_s = decay * self.draft_cost_s + (1 - decay) * per_token_s
+        return logits
 
     def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
         inputs = build_inputs(chunks, self.block_size, self.decode_kernel)

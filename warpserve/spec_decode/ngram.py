@@ -45,6 +45,7 @@ class NgramIndex:
 
 class NgramProposer:
     name = "ngram"
+    draft_cost_s = 0.0  # a dict lookup: nothing next to a forward pass
 
     def __init__(self, min_n: int, max_n: int) -> None:
         self.min_n = min_n

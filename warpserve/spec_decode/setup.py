@@ -54,7 +54,9 @@ def build_proposer(
         assert config.draft_model is not None  # checked by SpeculativeConfig
         dtype = next(target.parameters()).dtype
         vocab_size = target.config.vocab_size
-        model = load_draft_model(config.draft_model, dtype, max_model_len, vocab_size)
+        model = load_draft_model(
+            config.draft_model, dtype, max_model_len, vocab_size, config.draft_quantization
+        )
         num_blocks = target_kv_caches[0].shape[1]
         return draft_model_proposer(model, num_blocks, block_size, decode_kernel)
     raise ValueError(f"speculative method '{config.method}' has no proposer")

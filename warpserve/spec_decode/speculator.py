@@ -9,7 +9,6 @@ the accepted drafts plus one token. `reset` on preemption, `release` when finish
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,8 +34,6 @@ class SpecDecodeCounters:
 
 
 class Speculator:
-    DRAFT_COST_DECAY = 0.9
-
     def __init__(
         self, proposer: Proposer, policy: DraftLengthPolicy, eos_token_ids: frozenset[int]
     ) -> None:
@@ -45,7 +42,6 @@ class Speculator:
         self.eos_token_ids = eos_token_ids
         self.counters = SpecDecodeCounters()
         self._proposals: dict[str, Proposal] = {}
-        self._draft_s = 0.0  # drafting time per draft token, decayed average
 
     @property
     def name(self) -> str:
@@ -55,16 +51,14 @@ class Speculator:
         self, candidates: Sequence[DraftCandidate], generators: Mapping[str, torch.Generator]
     ) -> dict[str, list[int]]:
         """Draft tokens for the candidates' next step (only those that got some)."""
-        batch = len(candidates)
+        batch, draft_s = len(candidates), self.proposer.draft_cost_s
         num_drafts = {
             c.request_id: self.policy.num_drafts(
-                c.request_id, c.max_num_draft_tokens, batch, self._draft_s
+                c.request_id, c.max_num_draft_tokens, batch, draft_s
             )
             for c in candidates
         }
-        started = time.perf_counter()
         proposals = self.proposer.propose(candidates, num_drafts, generators)
-        self._observe_draft_time(time.perf_counter() - started, proposals)
         self._proposals.update(proposals)
         return {rid: p.token_ids for rid, p in proposals.items()}
 
@@ -100,14 +94,6 @@ class Speculator:
         self.counters.num_draft_tokens += num_drafts
         self.counters.num_accepted_tokens += num_accepted
         self.policy.observe(request_id, num_drafts, num_accepted)
-
-    def _observe_draft_time(self, elapsed_s: float, proposals: Mapping[str, Proposal]) -> None:
-        num_tokens = sum(len(p.token_ids) for p in proposals.values())
-        if not num_tokens:
-            return
-        per_token_s = elapsed_s / num_tokens
-        decay = self.DRAFT_COST_DECAY if self._draft_s else 0.0
-        self._draft_s = decay * self._draft_s + (1 - decay) * per_token_s
 
 
 def _sampled_tokens(

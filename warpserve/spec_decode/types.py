@@ -25,6 +25,7 @@ class Proposer(Protocol):
     """Proposes up to num_drafts[request_id] tokens for each candidate."""
 
     name: str
+    draft_cost_s: float  # seconds to draft one token for one request, as measured so far
 
     def propose(
         self,
