@@ -16,6 +16,7 @@ mean accepted length (accepted draft tokens per verified proposal).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import re
@@ -116,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         c = args.concurrency
         workloads[f"grounded_x{c}"] = ([encode(t) for _, t in grounded[:c]], c)
         workloads[f"chat_x{c}"] = ([encode(t) for _, t in chat[:c]], c)
+    results["step_cost"] = {
+        m: dataclasses.asdict(e.runner.speculator.policy.step_cost)
+        for m, e in engines.items()
+        if e.runner.speculator is not None
+    }
     results["prompts"] = {"grounded": [n for n, _ in grounded], "chat": [n for n, _ in chat]}
     results["workloads"] = {}
     for name, (prompts, width) in workloads.items():

@@ -1,43 +1,69 @@
 """How many tokens to draft for each request, from its acceptance rate and the cost of a
 step. Pure Python.
 
-The j-th draft of a request is used only if drafts 1..j are all accepted: with a per-token
-acceptance rate a, it yields a**j tokens on average. It costs one more token in the
-verify pass (per_token_s) plus drafting it (draft_s). A step of B tokens makes B tokens
-in fixed_s + per_token_s * B seconds, so the j-th draft raises throughput when
-    a**j / (per_token_s + draft_s) > B / (fixed_s + per_token_s * B)
-i.e. when a**j exceeds the threshold (per_token_s + draft_s) * B / (fixed_s + per_token_s * B).
-On a CPU, a single stream is bound by reading the weights (fixed_s >> per_token_s): the
-threshold is small and long drafts pay; a large batch is compute-bound: the threshold
-approaches 1 and drafting stops.
+With a per-token acceptance rate a, k drafts yield E(a, k) = (1 - a**(k + 1)) / (1 - a)
+tokens per step instead of 1 (drafts are used up to the first rejection, plus the
+target's own token). They cost a bigger step: B requests decoding make B tokens in
+t(B); if each also verifies k drafts, the step takes t(B * (1 + k)) plus drafting. The
+policy picks the k with the best E(a, k) * t(B) / (t(B * (1 + k)) + drafting) and drafts
+only if that beats 1 (method "auto"; the explicit methods draft at least one).
+
+t is measured, not modelled: on a CPU it is far from linear. One token runs a
+matrix-vector product per weight; two run a small GEMM that may take twice as long,
+while sixteen take only about three times one. So a single draft rarely pays and a long
+one often does; and since t flattens with more tokens, a batch of 8 verifies drafts
+more cheaply per token than a single stream, until the batch is large enough for the
+GEMMs to be compute-bound.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class StepCost:
-    """Measured at start-up: one target step of T tokens takes fixed_s + per_token_s * T."""
+    """Seconds of one target step at a few token counts (increasing), measured at start-up;
+    linear in between and beyond the last point, constant below the first."""
 
-    fixed_s: float
-    per_token_s: float
+    num_tokens: tuple[int, ...]
+    seconds: tuple[float, ...]
 
-    def draft_threshold(self, batch_num_tokens: int, draft_s: float) -> float:
-        """The acceptance probability a draft must beat to pay for itself."""
-        step_s = self.fixed_s + self.per_token_s * batch_num_tokens
-        return (self.per_token_s + draft_s) * batch_num_tokens / step_s
+    def __post_init__(self) -> None:
+        if len(self.num_tokens) < 2 or len(self.num_tokens) != len(self.seconds):
+            raise ValueError("StepCost needs at least two (num_tokens, seconds) points")
+        if list(self.num_tokens) != sorted(set(self.num_tokens)):
+            raise ValueError("StepCost num_tokens must be increasing")
+
+    @classmethod
+    def linear(cls, fixed_s: float, per_token_s: float) -> StepCost:
+        return cls((1, 2), (fixed_s + per_token_s, fixed_s + 2 * per_token_s))
+
+    def seconds_for(self, num_tokens: float) -> float:
+        points, seconds = self.num_tokens, self.seconds
+        if num_tokens <= points[0]:
+            return seconds[0]
+        index = min(bisect.bisect_left(points, num_tokens), len(points) - 1)
+        slope = (seconds[index] - seconds[index - 1]) / (points[index] - points[index - 1])
+        return seconds[index - 1] + slope * (num_tokens - points[index - 1])
+
+
+def expected_tokens(rate: float, num_drafts: int) -> float:
+    """Tokens a step yields with num_drafts drafts, each accepted with probability rate."""
+    if rate >= 1.0:
+        return num_drafts + 1.0
+    return (1.0 - rate ** (num_drafts + 1)) / (1.0 - rate)
 
 
 class Acceptance:
     """One request's draft acceptance rate: decayed counts, pulled towards a prior."""
 
-    PRIOR_RATE = 0.6
     PRIOR_WEIGHT = 2.0  # in draft tokens
     DECAY = 0.8  # per verify step: recent steps count most
 
-    def __init__(self) -> None:
+    def __init__(self, prior_rate: float) -> None:
+        self.prior_rate = prior_rate
         self.num_accepted = 0.0
         self.num_tried = 0.0
 
@@ -50,15 +76,18 @@ class Acceptance:
 
     @property
     def rate(self) -> float:
-        prior = self.PRIOR_RATE * self.PRIOR_WEIGHT
+        prior = self.prior_rate * self.PRIOR_WEIGHT
         return (self.num_accepted + prior) / (self.num_tried + self.PRIOR_WEIGHT)
 
 
 class DraftLengthPolicy:
     """Per-request number of drafts. can_skip (method "auto"): 0 when drafting does not
-    pay, with a one-token probe every PROBE_INTERVAL steps so that a request whose text
-    turns predictable is noticed."""
+    pay; every PROBE_INTERVAL-th skipped step it plans as if the request were new (the
+    prior rate), so that a request whose text turns predictable is noticed."""
 
+    # Optimistic: prompt lookup proposes only where the text repeats, and a request that
+    # turns out unpredictable stops drafting after a step or two.
+    PRIOR_RATE = 0.8
     PROBE_INTERVAL = 16
 
     def __init__(
@@ -71,30 +100,45 @@ class DraftLengthPolicy:
         self._acceptance: dict[str, Acceptance] = {}
         self._num_skipped: dict[str, int] = {}
 
-    def num_drafts(
-        self, request_id: str, max_allowed: int, batch_num_tokens: int, draft_s: float
-    ) -> int:
+    def num_drafts(self, request_id: str, max_allowed: int, batch_size: int, draft_s: float) -> int:
+        """batch_size: requests decoding this step; draft_s: seconds per draft token."""
         limit = min(self.max_num_drafts, max_allowed)
         if not self.adaptive or limit <= 0:
             return max(limit, 0)
         rate = self.acceptance_rate(request_id)
-        threshold = self.step_cost.draft_threshold(batch_num_tokens, draft_s)
-        num = 0
-        while num < limit and rate ** (num + 1) > threshold:
-            num += 1
-        if num > 0 or not self.can_skip:
+        num, gain = self.best_num_drafts(rate, limit, batch_size, draft_s)
+        if gain > 1.0 or not self.can_skip:
             self._num_skipped.pop(request_id, None)
-            return max(num, 1)
+            return num
         skipped = self._num_skipped.get(request_id, 0) + 1
         self._num_skipped[request_id] = skipped
-        return 1 if skipped % self.PROBE_INTERVAL == 0 else 0
+        if skipped % self.PROBE_INTERVAL:
+            return 0
+        num, gain = self.best_num_drafts(self.PRIOR_RATE, limit, batch_size, draft_s)
+        return num if gain > 1.0 else 0
+
+    def best_num_drafts(
+        self, rate: float, limit: int, batch_size: int, draft_s: float
+    ) -> tuple[int, float]:
+        """The k in [1, limit] with the best throughput gain over no drafts, and that gain."""
+        plain_s = self.step_cost.seconds_for(batch_size)
+        best = (1, 0.0)
+        for num in range(1, limit + 1):
+            step_s = self.step_cost.seconds_for(batch_size * (1 + num))
+            step_s += batch_size * num * draft_s
+            gain = expected_tokens(rate, num) * plain_s / step_s
+            best = max(best, (num, gain), key=lambda pair: pair[1])
+        return best
 
     def observe(self, request_id: str, num_drafts: int, num_accepted: int) -> None:
-        self._acceptance.setdefault(request_id, Acceptance()).observe(num_drafts, num_accepted)
+        acceptance = self._acceptance.get(request_id)
+        if acceptance is None:
+            acceptance = self._acceptance[request_id] = Acceptance(self.PRIOR_RATE)
+        acceptance.observe(num_drafts, num_accepted)
 
     def acceptance_rate(self, request_id: str) -> float:
         acceptance = self._acceptance.get(request_id)
-        return Acceptance.PRIOR_RATE if acceptance is None else acceptance.rate
+        return self.PRIOR_RATE if acceptance is None else acceptance.rate
 
     def release(self, request_id: str) -> None:
         self._acceptance.pop(request_id, None)

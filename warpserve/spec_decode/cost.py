@@ -1,4 +1,4 @@
-"""Start-up measurement of the target's step cost (fixed + per token), for the policy."""
+"""Start-up measurement of the target's step cost at a few token counts, for the policy."""
 
 from __future__ import annotations
 
@@ -8,43 +8,41 @@ import torch
 from torch import nn
 
 from warpserve.spec_decode.adaptive import StepCost
-from warpserve.spec_decode.batch import MAX_DECODE_ROWS, Chunk, build_inputs
+from warpserve.spec_decode.batch import Chunk, build_inputs
 
-NUM_REPEATS = 3
+NUM_TOKENS = (1, 2, 4, 8, 16, 32, 64)
+NUM_REPEATS = 2
 
 
 @torch.inference_mode()
 def measure_step_cost(
     model: nn.Module, kv_caches: list[torch.Tensor], block_size: int, decode_kernel: object
 ) -> StepCost:
-    """Time steps of 1 and MAX_DECODE_ROWS tokens (the best of NUM_REPEATS each).
+    """The best of NUM_REPEATS timed steps (after one warm-up) of each size in NUM_TOKENS:
+    decode rows at short contexts, with logits for every row, as a verify step has.
 
     Runs before any request: it writes K/V into the first blocks, which are free and
     rewritten before anyone reads them.
     """
     num_blocks = kv_caches[0].shape[1]
-    num_tokens = min(MAX_DECODE_ROWS, num_blocks * block_size)
-    block_ids = list(range(-(-num_tokens // block_size)))
-    one = _best_time(model, kv_caches, Chunk([0], 0, block_ids), block_size, decode_kernel)
-    many_chunk = Chunk([0] * num_tokens, 0, block_ids)
-    many = _best_time(model, kv_caches, many_chunk, block_size, decode_kernel)
-    per_token = max((many - one) / max(num_tokens - 1, 1), one * 1e-3)
-    return StepCost(fixed_s=max(one - per_token, per_token), per_token_s=per_token)
+    max_context = min(4 * block_size, num_blocks * block_size)
+    block_ids = list(range(-(-max_context // block_size)))
+    seconds = []
+    for num_tokens in NUM_TOKENS:
+        chunks = [Chunk([0], i % max_context, block_ids) for i in range(num_tokens)]
+        inputs = build_inputs(chunks, block_size, decode_kernel)
+        seconds.append(_best_time(model, kv_caches, inputs))
+    # Noise must not make a bigger step look cheaper: keep the curve non-decreasing.
+    for i in range(1, len(seconds)):
+        seconds[i] = max(seconds[i], seconds[i - 1])
+    return StepCost(NUM_TOKENS, tuple(seconds))
 
 
-def _best_time(
-    model: nn.Module,
-    kv_caches: list[torch.Tensor],
-    chunk: Chunk,
-    block_size: int,
-    decode_kernel: object,
-) -> float:
-    inputs = build_inputs([chunk], block_size, decode_kernel)
-    every_row = torch.arange(len(chunk.token_ids))
+def _best_time(model: nn.Module, kv_caches: list[torch.Tensor], inputs) -> float:
     best = float("inf")
     for _ in range(NUM_REPEATS + 1):  # the first run warms up
         started = time.perf_counter()
         hidden = model(inputs.input_ids, inputs.positions, kv_caches, inputs.meta)
-        model.compute_logits(hidden[every_row])
+        model.compute_logits(hidden)
         best = min(best, time.perf_counter() - started)
     return best
