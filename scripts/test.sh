@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# No HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE here: either one also stops huggingface_hub's
+# InferenceClient from reaching the loopback test server. Nothing loads from a hub anyway:
+# every model in the tests is a local folder or file.
+export TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check warpserve tests
 .venv/bin/ruff format --check warpserve tests
 .venv/bin/mypy warpserve/kv_cache warpserve/scheduler warpserve/config.py warpserve/request.py
