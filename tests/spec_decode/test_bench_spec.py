@@ -27,6 +27,7 @@ def test_bench_spec_runs_and_reports(tiny_llama_dir, tmp_path) -> None:
             "--layer-skip-depth=1",
             "--kv-cache-gib=0.01",
             "--max-passage-chars=120",
+            "--repeats=2",
             f"--out={out}",
         ]
     )
