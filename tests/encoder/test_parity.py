@@ -9,7 +9,7 @@ from tests.encoder.conftest import SENTENCES
 from warpserve.encoder.models import load_spec
 from warpserve.encoder.pipeline import calibration_feeds, calibration_inputs
 from warpserve.encoder.recipes import build_variant, get_recipe, session_fusions_to_skip
-from warpserve.encoder.session import OrtBackend, TorchBackend
+from warpserve.encoder.session import OrtBackend, OrtSettings, TorchBackend
 from warpserve.encoder.tokens import EncoderTokenizer, collate
 from warpserve.encoder.validate import output_distribution, row_cosines
 
@@ -27,7 +27,7 @@ def _backends(folder, task, variant, cache_root):  # noqa: ANN001, ANN202
     feeds = lambda: calibration_feeds(spec, tokenizer, calibration_inputs(task))  # noqa: E731
     recipe = get_recipe(variant)
     path = build_variant(spec, recipe, feeds, cache_root)
-    onnx_backend = OrtBackend(path, variant, 1, session_fusions_to_skip(recipe))
+    onnx_backend = OrtBackend(path, variant, OrtSettings(1, session_fusions_to_skip(recipe)))
     return spec, tokenizer, onnx_backend, TorchBackend(spec, num_threads=1)
 
 

@@ -3,7 +3,8 @@
 One run, one seeded workload, both systems in the same process with the same threads:
 - short: N WikiText cuts of 8-64 words, sentences/s at batch 32 (sentence-transformers'
   own `encode`, which also sorts by length; warpserve's service, whose batcher groups by
-  token count), timed in interleaved rounds, best round kept;
+  token count), both given the same chunks of `--chunk` texts, interleaved chunk by
+  chunk, the fastest of `--rounds` kept per chunk;
 - long: M cuts of exactly `--long-tokens` tokens (about 256), same measure;
 - batch 1: p50 / p99 latency of single-sentence calls, systems interleaved per sentence.
 Also the cosine between the two systems' embeddings on the short set, as a sanity check.
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-latency-texts", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--chunk", type=int, default=256, help="texts per interleaved piece (each sorted alone)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="encoder artifact cache")
@@ -45,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     systems = _start_systems(args)
     try:
         results = {name: {"throughput_short": None, "throughput_long": None} for name in systems}
-        _time_throughput(systems, texts["short"], "throughput_short", results, args.rounds)
+        short, long = texts["short"], texts["long"]
+        _time_throughput(systems, short, "throughput_short", results, args.rounds, args.chunk)
         if not args.skip_long:
-            _time_throughput(systems, texts["long"], "throughput_long", results, args.rounds)
+            _time_throughput(systems, long, "throughput_long", results, args.rounds, args.chunk)
         _time_latency(systems, texts["short"][: args.num_latency_texts], results)
         agreement = _agreement(systems, texts["short"][:200])
     finally:
@@ -100,7 +105,10 @@ class _Warpserve:
             max_batch_tokens=args.batch_size * 512,  # rows, not tokens, bound the batch here
             max_queued_texts=max(args.num_texts, args.num_long_texts) + 1,
         )
-        config = ServiceConfig(num_threads=args.threads, variant=variant, batcher=batcher)
+        # no tokenizer cache: rounds repeat the same texts, and sentence-transformers has none
+        config = ServiceConfig(
+            num_threads=args.threads, variant=variant, tokenizer_cache_size=0, batcher=batcher
+        )
         self.service = EmbeddingService.start(args.model, "embed", config, args.cache_dir)
         self._loop = asyncio.new_event_loop()
 
@@ -163,19 +171,19 @@ def _describe(texts: list[str]) -> dict:
     return {"num_texts": len(texts), "min_words": min(words), "max_words": max(words)}
 
 
-def _time_throughput(systems: dict, texts: list[str], key: str, results: dict, rounds: int) -> None:
-    """Interleaved rounds (A B A B ...), best round per system: outside load hits both."""
-    best = {name: float("inf") for name in systems}
-    for system in systems.values():
-        system.encode(texts[:64])  # warm-up: first-call allocations, thread pools
-    for _ in range(rounds):
-        for name, system in systems.items():
-            start = time.perf_counter()
-            system.encode(texts)
-            best[name] = min(best[name], time.perf_counter() - start)
-            logger.info("%s %s: %.1f texts/s", name, key, len(texts) / best[name])
+def _time_throughput(
+    systems: dict, texts: list[str], key: str, results: dict, rounds: int, chunk: int
+) -> None:
+    """Chunks of texts, each run by every system back to back (order rotating), fastest
+    time per chunk kept: outside load then hits both systems alike (measure.py)."""
+    from warpserve.encoder.measure import interleaved_piecewise
+
+    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    runners = {name: system.encode for name, system in systems.items()}
+    seconds = interleaved_piecewise(runners, chunks, rounds)
     for name in systems:
-        results[name][key] = len(texts) / best[name]
+        results[name][key] = len(texts) / seconds[name]
+        logger.info("%s %s: %.1f texts/s", name, key, results[name][key])
 
 
 def _time_latency(systems: dict, texts: list[str], results: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from warpserve.encoder.models import EncoderSpec
 
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 CACHE_ENV = "WARPSERVE_CACHE_DIR"
 
 

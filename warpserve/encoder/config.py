@@ -51,6 +51,8 @@ class ServiceConfig:
     num_tokenizer_workers: int = 1  # tokenization runs here, off the event loop
     tokenizer_cache_size: int = 4096  # repeated inputs skip tokenization (LRU, per text)
     variant: str | None = None  # force a variant by name; None: the best validated one
+    small_batch_tokens: int = 256  # batches up to this size run single-threaded (session.py)
+    allow_spinning: bool = False  # ORT pool threads spin for work (only on an unshared CPU)
     batcher: BatcherConfig = BatcherConfig()
 
     def __post_init__(self) -> None:

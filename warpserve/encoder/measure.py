@@ -1,8 +1,10 @@
 """Latency and throughput of several backends, measured side by side.
 
-The machine is shared, so variants are timed in interleaved rounds (A B C A B C ...) and
-each keeps its best round: a burst of outside load then hits every variant alike instead
-of whichever happened to run during it.
+The machine is shared and its load moves on a scale of seconds, so whole-run rounds
+(A then B then C) measure the load as much as the variants. Instead the work is cut into
+pieces (a batch, a chunk of texts); every system runs each piece back to back, in an
+order that rotates, and keeps its fastest time per piece over the rounds. A burst of
+outside load then lands on all systems alike.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from warpserve.encoder.offline import run_encoded
+from warpserve.encoder.offline import length_sorted_batches
 from warpserve.encoder.session import EncoderBackend
 from warpserve.encoder.tokens import EncodedText, collate
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -25,17 +30,22 @@ class Timing:
     latency_p99_ms: float
 
 
-def interleaved_best(jobs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Seconds of each job's fastest run over `rounds` interleaved rounds (after a warm-up)."""
-    best = {name: float("inf") for name in jobs}
-    for job in jobs.values():
-        job()
-    for _ in range(rounds):
-        for name, job in jobs.items():
-            start = time.perf_counter()
-            job()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+def interleaved_piecewise(
+    systems: dict[str, Callable[[T], object]], pieces: list[T], rounds: int
+) -> dict[str, float]:
+    """Per system, seconds for all pieces: the sum over pieces of its fastest run."""
+    names = list(systems)
+    best = {name: [float("inf")] * len(pieces) for name in names}
+    for name in names:
+        systems[name](pieces[0])  # warm-up: first-call allocations, thread pools
+    for round_index in range(rounds):
+        for index, piece in enumerate(pieces):
+            shift = (index + round_index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                systems[name](piece)
+                best[name][index] = min(best[name][index], time.perf_counter() - start)
+    return {name: float(sum(times)) for name, times in best.items()}
 
 
 def single_text_latencies(
@@ -64,11 +74,12 @@ def time_backends(
     rounds: int = 3,
     batch_size: int = 32,
 ) -> dict[str, Timing]:
-    jobs = {
-        name: (lambda b=backend: run_encoded(b, throughput_set, pad_id, input_names, batch_size))
-        for name, backend in backends.items()
-    }
-    seconds = interleaved_best(jobs, rounds)
+    batches = [
+        collate([throughput_set[i] for i in batch], pad_id, input_names)
+        for batch in length_sorted_batches(throughput_set, batch_size)
+    ]
+    runners = {name: backend.run for name, backend in backends.items()}
+    seconds = interleaved_piecewise(runners, batches, rounds)
     latencies = single_text_latencies(backends, latency_set, pad_id, input_names)
     return {
         name: Timing(

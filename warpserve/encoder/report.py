@@ -64,7 +64,12 @@ def render_markdown(report: dict) -> str:
     ]
     reference = next(v for v in report["variants"] if v["name"] == report["reference"])
     lines += [_row(v, reference) for v in report["variants"]]
-    lines += ["", f"Chosen: **{report['chosen']}** (the fastest variant within budget)", ""]
+    lines += [
+        "",
+        f"Chosen: **{report['chosen']}** (the fastest variant within budget; "
+        "within 3% of it, the most accurate)",
+        "",
+    ]
     lines += [f"- {v['name']}: {v['summary']}" for v in report["variants"]]
     return "\n".join(lines) + "\n"
 

@@ -57,7 +57,7 @@ def _onnx_backend(
 ) -> EncoderBackend:
     from warpserve.encoder.pipeline import calibration_feeds, calibration_inputs
     from warpserve.encoder.recipes import build_variant, session_fusions_to_skip
-    from warpserve.encoder.session import OrtBackend
+    from warpserve.encoder.session import OrtBackend, OrtSettings
     from warpserve.encoder.tokens import EncoderTokenizer
 
     def feeds() -> list:
@@ -67,4 +67,10 @@ def _onnx_backend(
     recipe = get_recipe(name)
     path = build_variant(spec, recipe, feeds, cache_root)
     assert path is not None
-    return OrtBackend(path, name, config.num_threads, session_fusions_to_skip(recipe))
+    settings = OrtSettings(
+        num_threads=config.num_threads,
+        disabled_optimizers=session_fusions_to_skip(recipe),
+        small_batch_tokens=config.small_batch_tokens,
+        allow_spinning=config.allow_spinning,
+    )
+    return OrtBackend(path, name, settings)
