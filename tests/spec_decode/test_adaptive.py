@@ -7,6 +7,7 @@ import pytest
 from warpserve.spec_decode.adaptive import (
     Acceptance,
     DraftLengthPolicy,
+    ObservedStepCost,
     StepCost,
     expected_tokens,
 )
@@ -81,4 +82,27 @@ def test_acceptance_counts_only_tried_drafts() -> None:
     for _ in range(50):
         acceptance.observe(num_drafts=5, num_accepted=1)  # 1 accepted, 1 rejected, 3 untried
     # Decayed sums converge to 1 / (1 - DECAY) = 5 accepted of 10 tried, plus the prior.
-    assert acceptance.rate == pytest.approx((5 + 0.8 * 2) / (10 + 2), abs=1e-3)
+    prior = Acceptance.PRIOR_WEIGHT
+    assert acceptance.rate == pytest.approx((5 + 0.8 * prior) / (10 + prior), abs=1e-3)
+
+
+def test_observed_steps_correct_the_start_up_curve() -> None:
+    observed = ObservedStepCost(CPU)
+    assert observed.seconds_for(9) == pytest.approx(CPU.seconds_for(9))
+    for _ in range(30):
+        observed.observe(9, 2 * CPU.seconds_for(9))  # long contexts: verify steps cost 2x
+    assert observed.seconds_for(9) == pytest.approx(2 * CPU.seconds_for(9), rel=1e-3)
+    assert observed.seconds_for(64) == pytest.approx(2 * CPU.seconds_for(64), rel=1e-3)
+    observed.observe(1, CPU.seconds_for(1))  # plain decodes as measured at start-up
+    assert observed.seconds_for(1) == pytest.approx(CPU.seconds_for(1))
+    assert observed.seconds_for(2) == pytest.approx(CPU.seconds_for(2))  # nearest: 1
+
+
+def test_expensive_verify_steps_turn_auto_off() -> None:
+    p = with_rate(policy(), 2)
+    assert p.num_drafts("r", 8, batch_size=8, draft_s=0.0) > 0
+    p.step_cost.observe(8, CPU.seconds_for(8))  # plain steps cost what start-up measured
+    for num_tokens in (16, 32, 64, 128):
+        for _ in range(30):
+            p.step_cost.observe(num_tokens, 3 * CPU.seconds_for(num_tokens))
+    assert p.num_drafts("r", 8, batch_size=8, draft_s=0.0) == 0

@@ -121,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
         c = args.concurrency
         workloads[f"grounded_x{c}"] = ([encode(t) for _, t in grounded[:c]], c)
         workloads[f"chat_x{c}"] = ([encode(t) for _, t in chat[:c]], c)
-    results["step_cost"] = {
-        m: dataclasses.asdict(e.runner.speculator.policy.step_cost)
+    results["start_up_step_cost"] = {
+        m: dataclasses.asdict(e.runner.speculator.policy.step_cost.prior)
         for m, e in engines.items()
         if e.runner.speculator is not None
     }

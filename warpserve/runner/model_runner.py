@@ -11,6 +11,7 @@ k + 1 logits rows go to the speculator, which returns the accepted tokens.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -53,6 +54,19 @@ class ModelRunner:
     def execute(self, out: SchedulerOutput) -> dict[str, list[SampledToken]]:
         """The tokens each sampled sequence accepted this step: one, or with drafts the
         accepted drafts and one more."""
+        started = time.perf_counter()
+        result = self._execute(out)
+        if (
+            self.speculator is not None
+            and out.sequences
+            and all(map(_is_decode_rows, out.sequences))
+        ):
+            # Decode and verify steps teach the speculator what a step of T rows costs.
+            num_rows = sum(len(seq.token_ids) for seq in out.sequences)
+            self.speculator.observe_step(num_rows, time.perf_counter() - started)
+        return result
+
+    def _execute(self, out: SchedulerOutput) -> dict[str, list[SampledToken]]:
         if self.is_fallback:
             for request_id in out.freed_request_ids:
                 self.model.free(request_id)

@@ -13,12 +13,15 @@ matrix-vector product per weight; two run a small GEMM that may take twice as lo
 while sixteen take only about three times one. So a single draft rarely pays and a long
 one often does; and since t flattens with more tokens, a batch of 8 verifies drafts
 more cheaply per token than a single stream, until the batch is large enough for the
-GEMMs to be compute-bound.
+GEMMs to be compute-bound. The start-up curve is then corrected by the steps the
+engine actually runs (`ObservedStepCost`): other load on the machine, and attention over
+long contexts, which the start-up measurement cannot see.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 
 
@@ -49,6 +52,37 @@ class StepCost:
         return seconds[index - 1] + slope * (num_tokens - points[index - 1])
 
 
+class ObservedStepCost:
+    """A start-up StepCost scaled, near each of its points, by a decayed ratio of observed
+    to predicted step seconds. A point not yet observed borrows the nearest observed
+    point's ratio (all 1 before any observation)."""
+
+    DECAY = 0.8
+
+    def __init__(self, prior: StepCost) -> None:
+        self.prior = prior
+        self._ratios: dict[int, float] = {}  # point index -> observed / prior
+
+    def observe(self, num_tokens: int, seconds: float) -> None:
+        index = self._nearest_point(num_tokens)
+        ratio = seconds / self.prior.seconds_for(num_tokens)
+        old = self._ratios.get(index)
+        self._ratios[index] = ratio if old is None else self.DECAY * old + (1 - self.DECAY) * ratio
+
+    def seconds_for(self, num_tokens: float) -> float:
+        return self.prior.seconds_for(num_tokens) * self._ratio(self._nearest_point(num_tokens))
+
+    def _nearest_point(self, num_tokens: float) -> int:
+        logs = [math.log(n) for n in self.prior.num_tokens]
+        target = math.log(max(num_tokens, 1))
+        return min(range(len(logs)), key=lambda i: abs(logs[i] - target))
+
+    def _ratio(self, index: int) -> float:
+        if not self._ratios:
+            return 1.0
+        return self._ratios[min(self._ratios, key=lambda i: (abs(i - index), i))]
+
+
 def expected_tokens(rate: float, num_drafts: int) -> float:
     """Tokens a step yields with num_drafts drafts, each accepted with probability rate."""
     if rate >= 1.0:
@@ -59,7 +93,7 @@ def expected_tokens(rate: float, num_drafts: int) -> float:
 class Acceptance:
     """One request's draft acceptance rate: decayed counts, pulled towards a prior."""
 
-    PRIOR_WEIGHT = 2.0  # in draft tokens
+    PRIOR_WEIGHT = 4.0  # in draft tokens: one early miss must not end drafting
     DECAY = 0.8  # per verify step: recent steps count most
 
     def __init__(self, prior_rate: float) -> None:
@@ -88,7 +122,7 @@ class DraftLengthPolicy:
     # Optimistic: prompt lookup proposes only where the text repeats, and a request that
     # turns out unpredictable stops drafting after a step or two.
     PRIOR_RATE = 0.8
-    PROBE_INTERVAL = 16
+    PROBE_INTERVAL = 8
 
     def __init__(
         self, max_num_drafts: int, adaptive: bool, can_skip: bool, step_cost: StepCost
@@ -96,7 +130,7 @@ class DraftLengthPolicy:
         self.max_num_drafts = max_num_drafts
         self.adaptive = adaptive
         self.can_skip = can_skip
-        self.step_cost = step_cost
+        self.step_cost = ObservedStepCost(step_cost)
         self._acceptance: dict[str, Acceptance] = {}
         self._num_skipped: dict[str, int] = {}
 

@@ -79,6 +79,10 @@ class Speculator:
         self._count(seq.request_id, len(draft_ids), len(token_ids) - 1)
         return _sampled_tokens(logits, token_ids, row.params.logprobs)
 
+    def observe_step(self, num_tokens: int, seconds: float) -> None:
+        """A target step of num_tokens decode rows (plain or verifying) took seconds."""
+        self.policy.step_cost.observe(num_tokens, seconds)
+
     def reset(self, request_id: str) -> None:
         """Preempted: its K/V and drafts are gone; its acceptance history stays."""
         self._proposals.pop(request_id, None)
