@@ -70,11 +70,13 @@ def test_plan_respects_the_token_budget_and_keeps_every_item() -> None:
     assert items[0] in batches[0]  # the oldest item's batch runs first
 
 
-def test_results_keep_request_order_across_batches() -> None:
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_results_keep_request_order_across_batches(num_workers: int) -> None:
     model = RecordingModel()
-    batcher = DynamicBatcher(
-        model, BatcherConfig(max_batch_tokens=64, max_batch_size=4, max_wait_ms=20)
+    config = BatcherConfig(
+        max_batch_tokens=64, max_batch_size=4, max_wait_ms=20, num_workers=num_workers
     )
+    batcher = DynamicBatcher(model, config)
     try:
         lengths = [9, 2, 30, 5, 2, 17, 3, 11]
         first = submit(batcher, [text(100 + i, n) for i, n in enumerate(lengths)])

@@ -19,16 +19,18 @@ INT8_BATCH_ATOL = 0.05
 FP32_BATCH_ATOL = 1e-5
 
 
-def _config(variant: str, **batcher) -> ServiceConfig:  # noqa: ANN003
-    return ServiceConfig(num_threads=1, variant=variant, batcher=BatcherConfig(**batcher))
+def _config(variant: str, num_threads: int = 1, **batcher) -> ServiceConfig:  # noqa: ANN003
+    batcher_config = BatcherConfig(**batcher)
+    return ServiceConfig(num_threads=num_threads, variant=variant, batcher=batcher_config)
 
 
 @pytest.fixture
 def service_factory(cache_root):  # noqa: ANN001, ANN201
     started: list[EmbeddingService] = []
 
-    def start(folder, task="embed", variant="onnx-fused-fp32", **batcher):  # noqa: ANN001, ANN003, ANN202
-        service = EmbeddingService.start(str(folder), task, _config(variant, **batcher), cache_root)
+    def start(folder, task="embed", variant="onnx-fused-fp32", num_threads=1, **batcher):  # noqa: ANN001, ANN003, ANN202
+        config = _config(variant, num_threads, **batcher)
+        service = EmbeddingService.start(str(folder), task, config, cache_root)
         started.append(service)
         return service
 
@@ -44,8 +46,9 @@ def service_factory(cache_root):  # noqa: ANN001, ANN201
 def test_batched_equals_single_and_order_is_kept(
     tiny_models, service_factory, variant, atol
 ) -> None:  # noqa: ANN001
+    # two threads: two single-threaded sessions run batches side by side
     service = service_factory(
-        tiny_models["mean"], variant=variant, max_wait_ms=20, max_batch_size=4
+        tiny_models["mean"], variant=variant, num_threads=2, max_wait_ms=20, max_batch_size=4
     )
 
     async def scenario() -> tuple[list, list]:

@@ -92,7 +92,8 @@ RunBatch = Callable[[list[EncodedText]], np.ndarray]  # texts -> rows [len(texts
 
 
 class DynamicBatcher:
-    """Thread-safe `submit`; one worker thread runs `run_batch`."""
+    """Thread-safe `submit`; `num_workers` threads each take the next due batch and run
+    `run_batch` (which must then be thread-safe: an ONNX Runtime session is)."""
 
     def __init__(self, run_batch: RunBatch, config: BatcherConfig = BatcherConfig()) -> None:
         self._run_batch = run_batch
@@ -100,8 +101,12 @@ class DynamicBatcher:
         self._waiting: list[WorkItem] = []
         self._cond = threading.Condition()
         self._is_closed = False
-        self._thread = threading.Thread(target=self._loop, name="encoder-batcher", daemon=True)
-        self._thread.start()
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"encoder-batcher-{i}", daemon=True)
+            for i in range(config.num_workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, request: PendingRequest, encoded: list[EncodedText]) -> None:
         items = [WorkItem(e, request, index) for index, e in enumerate(encoded)]
@@ -113,7 +118,7 @@ class DynamicBatcher:
                     f"{len(self._waiting)} texts are waiting (limit {self._config.max_queued_texts})"
                 )
             self._waiting.extend(items)
-            self._cond.notify()
+            self._cond.notify_all()
 
     @property
     def num_waiting(self) -> int:
@@ -124,10 +129,11 @@ class DynamicBatcher:
         with self._cond:
             self._is_closed = True
             leftover, self._waiting = self._waiting, []
-            self._cond.notify()
+            self._cond.notify_all()
         for item in leftover:
             item.request.fail(EngineDeadError("the encoder batcher closed"))
-        self._thread.join(timeout=30)
+        for worker in self._workers:
+            worker.join(timeout=30)
 
     def _loop(self) -> None:
         while True:

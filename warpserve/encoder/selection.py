@@ -68,7 +68,8 @@ def _onnx_backend(
     path = build_variant(spec, recipe, feeds, cache_root)
     assert path is not None
     settings = OrtSettings(
-        num_threads=config.num_threads,
+        # data parallel: one thread per session, config.num_threads sessions runs at once
+        num_threads=1 if config.data_parallel else config.num_threads,
         disabled_optimizers=session_fusions_to_skip(recipe),
         small_batch_tokens=config.small_batch_tokens,
         allow_spinning=config.allow_spinning,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +45,11 @@ class EmbeddingService:
         self._pool = ThreadPoolExecutor(
             config.num_tokenizer_workers, thread_name_prefix="encoder-tok"
         )
-        self._batcher = DynamicBatcher(self._run_batch, config.batcher)
+        parallel = config.data_parallel and backend.is_thread_safe
+        num_workers = config.num_threads if parallel else 1
+        self._batcher = DynamicBatcher(
+            self._run_batch, dataclasses.replace(config.batcher, num_workers=num_workers)
+        )
 
     @classmethod
     def start(

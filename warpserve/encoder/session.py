@@ -17,6 +17,7 @@ from warpserve.encoder.models import EncoderSpec
 
 class EncoderBackend(Protocol):
     name: str  # the variant it runs
+    is_thread_safe: bool  # run() may be called from several threads at once
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -43,6 +44,7 @@ class OrtBackend:
         self._small_batch_tokens = settings.small_batch_tokens
         self._input_names = {i.name for i in self._session.get_inputs()}
         self.name = name
+        self.is_thread_safe = True  # InferenceSession.run is, and releases the GIL
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: v for k, v in inputs.items() if k in self._input_names}
@@ -83,6 +85,7 @@ class TorchBackend:
         self._num_threads = num_threads
         self._module = load_torch_encoder(spec)
         self.name = name
+        self.is_thread_safe = False  # set_num_threads is process-wide: one caller at a time
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
