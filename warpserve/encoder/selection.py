@@ -9,7 +9,7 @@ from pathlib import Path
 from warpserve.encoder.artifacts import read_report
 from warpserve.encoder.config import ServiceConfig
 from warpserve.encoder.models import EncoderSpec
-from warpserve.encoder.recipes import DEFAULT_RECIPE, FALLBACK_RECIPE, REFERENCE, get_recipe
+from warpserve.encoder.recipes import REFERENCE, STARTUP_RECIPES, get_recipe
 from warpserve.encoder.session import EncoderBackend, TorchBackend
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def _validated_choice(spec: EncoderSpec, config: ServiceConfig, cache_root: Path
     if report is None:
         from warpserve.encoder.pipeline import OptimizeOptions, optimize
 
-        logger.info("no optimize report for %s: validating %s once", spec.name, DEFAULT_RECIPE)
+        logger.info("no optimize report for %s: validating %s", spec.name, STARTUP_RECIPES)
         options = OptimizeOptions(
-            variants=(FALLBACK_RECIPE, DEFAULT_RECIPE),
+            variants=STARTUP_RECIPES,
             num_threads=config.num_threads,
             num_validation_pairs=QUICK_VALIDATION_PAIRS,
             num_timing_texts=64,
