@@ -47,7 +47,7 @@ def test_too_long_input_is_cut_or_refused_naming_the_limit(tiny_models) -> None:
     tokenizer = EncoderTokenizer(spec.path, max_input_tokens=8)
     long_text = "the quick brown fox jumps over the lazy dog " * 3
     with pytest.raises(
-        ValueError, match=r"input has \d+ tokens, the model's limit is 8; pass truncate=true"
+        ValueError, match=r"input \d+ has \d+ tokens, the model's limit is 8; pass truncate=true"
     ):
         tokenizer.encode(long_text, truncate=False)
     cut = tokenizer.encode(long_text, truncate=True)

@@ -15,7 +15,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError, EngineStats
+from warpserve.engine.protocol import (
+    EngineDeadError,
+    EngineOverloadedError,
+    EngineStats,
+    InputTooLongError,
+)
 from warpserve.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from warpserve.request import FinishReason, SamplingParams
 
@@ -374,20 +379,24 @@ class FakeEmbedder:
     task: str = "embed"
     model_name: str = "fake-embed"
     dim: int = 8
+    max_input_words: int = 256  # the truncation rule, with words for tokens
     calls: list[list[str]] = field(default_factory=list)
 
     async def embed(
         self, texts: list[str], normalize: bool, truncate: bool
     ) -> tuple[list[list[float]], int]:
+        self._check_lengths(texts, truncate)
         self.calls.append(list(texts))
         vectors = [self._vector(t, normalize) for t in texts]
         return vectors, sum(len(t.split()) for t in texts)
 
     async def rerank(self, query: str, texts: list[str], truncate: bool) -> list[float]:
+        self._check_lengths([f"{query} {text}" for text in texts], truncate)
         words = set(query.lower().split())
         return [float(len(words & set(t.lower().split()))) - 0.5 for t in texts]
 
     async def classify(self, texts: list[str], truncate: bool) -> list[list[tuple[str, float]]]:
+        self._check_lengths(texts, truncate)
         results = []
         for text in texts:
             positive = 0.9 if "good" in text.lower() else 0.2
@@ -396,6 +405,12 @@ class FakeEmbedder:
 
     async def close(self) -> None:
         return None
+
+    def _check_lengths(self, texts: list[str], truncate: bool) -> None:
+        for index, text in enumerate(texts):
+            num_words = len(text.split())
+            if num_words > self.max_input_words and not truncate:
+                raise InputTooLongError(num_words, self.max_input_words, index)
 
     def _vector(self, text: str, normalize: bool) -> list[float]:
         raw = hashlib.sha256(text.encode()).digest()[: self.dim]

@@ -148,3 +148,43 @@ def test_unknown_route_and_method_use_the_error_shape(http: httpx.Client) -> Non
 def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
     response = http.post(CHAT, json=chat(max_tokens=2, not_a_field=1, user="u"))
     assert response.status_code == 200
+
+
+LONG = "word " * 300  # over the fake embedder's 256-word limit
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "name"),
+    [
+        ("/embed", {"inputs": LONG}, "inputs"),
+        ("/embed", {"inputs": ["short", LONG]}, "inputs[1]"),
+        ("/models/fake-embed", {"inputs": ["short", LONG]}, "inputs[1]"),
+        ("/models/fake-embed", {"inputs": LONG, "parameters": {"truncate": False}}, "inputs"),
+    ],
+)
+def test_too_long_embedding_input_on_hf_routes_is_413_naming_the_limit(
+    http: httpx.Client, path: str, body: dict, name: str
+) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == 413, response.text
+    payload = response.json()
+    assert payload["error_type"] == "validation"
+    assert payload["error"] == (
+        f"{name} has 300 tokens, more than the model's limit of 256; "
+        "pass truncate=true to cut it to the limit"
+    )
+    where = "parameters" in body  # the Inference API reads options there or at the top
+    fixed = {**body, "parameters": {"truncate": True}} if where else {**body, "truncate": True}
+    assert http.post(path, json=fixed).status_code == 200
+
+
+def test_too_long_embedding_input_on_openai_is_400_naming_the_limit(http: httpx.Client) -> None:
+    response = http.post("/v1/embeddings", json={"input": ["short", LONG]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"] == (
+        "input[1] has 300 tokens, more than the model's limit of 256; shorten it"
+    )
+    assert (error["param"], error["code"]) == ("input", "context_length_exceeded")
+    single = http.post("/v1/embeddings", json={"input": LONG}).json()["error"]
+    assert single["message"].startswith("input has 300 tokens")

@@ -1,7 +1,8 @@
 """Tokenization for encoders: one truncation rule for every route, and an LRU cache.
 
 The rule: an input longer than the model's limit is cut to the limit when `truncate` is
-true, and refused with a ValueError naming both lengths when it is false.
+true, and refused with `InputTooLongError` (a ValueError naming both lengths and the
+input's position) when it is false.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from warpserve.engine.protocol import InputTooLongError
 
 TextInput = str | tuple[str, str]  # a text, or a (query, document) pair for cross-encoders
 
@@ -43,17 +46,20 @@ class EncoderTokenizer:
         return self._cached(text, truncate)
 
     def encode_many(self, texts: list[TextInput], truncate: bool = True) -> list[EncodedText]:
-        return [self._cached(text, truncate) for text in texts]
+        encoded = []
+        for index, text in enumerate(texts):
+            try:
+                encoded.append(self._cached(text, truncate))
+            except InputTooLongError as exc:
+                raise InputTooLongError(exc.num_tokens, exc.max_input_tokens, index) from None
+        return encoded
 
     def _encode_uncached(self, text: TextInput, truncate: bool) -> EncodedText:
         encoding = self._encode_with(self._plain, text)
         num_tokens = len(encoding.ids)
         if num_tokens > self.max_input_tokens:
             if not truncate:
-                raise ValueError(
-                    f"input has {num_tokens} tokens, the model's limit is "
-                    f"{self.max_input_tokens}; pass truncate=true"
-                )
+                raise InputTooLongError(num_tokens, self.max_input_tokens)
             encoding = self._encode_with(self._truncating, text)
         return EncodedText(tuple(encoding.ids), tuple(encoding.type_ids))
 

@@ -22,6 +22,23 @@ class EngineDeadError(RuntimeError):
     """The engine loop has died or is stuck: the caller should answer 503."""
 
 
+class InputTooLongError(ValueError):
+    """An encoder input is longer than the model's limit and truncation is off.
+
+    `index` is the input's position in the caller's list, so each route can name the
+    field in its own words (OpenAI's `input`, TEI's `inputs`) and its own remedy.
+    """
+
+    def __init__(self, num_tokens: int, max_input_tokens: int, index: int = 0) -> None:
+        super().__init__(
+            f"input {index} has {num_tokens} tokens, the model's limit is "
+            f"{max_input_tokens}; pass truncate=true"
+        )
+        self.num_tokens = num_tokens
+        self.max_input_tokens = max_input_tokens
+        self.index = index
+
+
 @dataclass(frozen=True)
 class EngineStats:
     num_running: int

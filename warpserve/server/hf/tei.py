@@ -39,7 +39,10 @@ async def serve_embed(
         raise APIError(422, "prompt_name is not supported", param="prompt_name")
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
     check_inputs(state, texts, "inputs")
-    vectors, _ = await embed(state, request, embedder, texts, body.normalize, body.truncate)
+    is_batch = not isinstance(body.inputs, str)
+    vectors, _ = await embed(
+        state, request, embedder, texts, body.normalize, body.truncate, "inputs", is_batch
+    )
     if body.dimensions is not None:
         if body.dimensions > vectors.shape[1]:
             raise APIError(422, f"dimensions must be <= {vectors.shape[1]}", param="dimensions")
@@ -53,9 +56,8 @@ async def serve_rerank(
     reranker = state.require_embedder(None, "rerank")
     _check_direction(body.truncation_direction)
     check_inputs(state, body.texts, "texts")
-    scores = await call_encoder(
-        state, request, reranker.rerank(body.query, list(body.texts), truncate=body.truncate)
-    )
+    work = reranker.rerank(body.query, list(body.texts), truncate=body.truncate)
+    scores = await call_encoder(state, request, work, "texts")
     ranked = []
     for index, score in enumerate(scores):
         entry: dict[str, object] = {
@@ -76,7 +78,8 @@ async def serve_predict(
     is_single = isinstance(body.inputs, str)
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
     check_inputs(state, texts, "inputs")
-    results = await call_encoder(state, request, classifier.classify(texts, truncate=body.truncate))
+    work = classifier.classify(texts, truncate=body.truncate)
+    results = await call_encoder(state, request, work, "inputs", not is_single)
     labelled = [[{"label": label, "score": float(score)} for label, score in r] for r in results]
     return labelled[0] if is_single else labelled
 

@@ -19,7 +19,11 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> JSONRes
     embedder = state.require_embedder(body.model)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     check_inputs(state, texts, "input")
-    vectors, num_tokens = await embed(state, request, embedder, texts, True, False)
+    is_batch = not isinstance(body.input, str)
+    # OpenAI's API has no truncation switch: too long is an error naming the limit
+    vectors, num_tokens = await embed(
+        state, request, embedder, texts, True, False, "input", is_batch
+    )
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         raise bad_request(
             f"dimensions must be {vectors.shape[1]} for this model", param="dimensions"
