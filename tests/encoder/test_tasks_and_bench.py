@@ -44,7 +44,7 @@ def test_bench_embed_runs_and_writes_json(tiny_models, cache_root, tmp_path) -> 
         ["--model", str(tiny_models["mean"]), "--variant", "onnx-fused-fp32"]
         + ["--num-texts", "24", "--num-long-texts", "4", "--long-tokens", "40"]
         + ["--num-latency-texts", "3", "--rounds", "1", "--chunk", "8", "--threads", "1"]
-        + ["--cache-dir", str(cache_root), "--out", str(out)]
+        + ["--num-sts-pairs", "20", "--cache-dir", str(cache_root), "--out", str(out)]
     )
     assert embed.run(args) == 0
     payload = json.loads(out.read_text())
@@ -52,3 +52,6 @@ def test_bench_embed_runs_and_writes_json(tiny_models, cache_root, tmp_path) -> 
     assert ours["throughput_short"] > 0 and ours["throughput_long"] > 0
     agreement = payload["agreement_with_sentence_transformers"]["warpserve onnx-fused-fp32"]
     assert agreement["min_cosine"] > 0.9999  # fp32 graph: the same embeddings as ST
+    assert agreement["num_texts"] == 40
+    reference = payload["results"]["sentence-transformers fp32"]["sts_spearman"]
+    assert ours["sts_spearman"] == pytest.approx(reference, abs=1e-3)

@@ -6,8 +6,10 @@ One run, one seeded workload, both systems in the same process with the same thr
   token count), both given the same chunks of `--chunk` texts, interleaved chunk by
   chunk, the fastest of `--rounds` kept per chunk;
 - long: M cuts of exactly `--long-tokens` tokens (about 256), same measure;
-- batch 1: p50 / p99 latency of single-sentence calls, systems interleaved per sentence.
-Also the cosine between the two systems' embeddings on the short set, as a sanity check.
+- batch 1: p50 / p99 latency of single-sentence calls, systems interleaved per sentence;
+- accuracy: Spearman correlation with the gold scores of STS-B dev (all pairs by default)
+  for every system, and the cosine of each system's embeddings with sentence-transformers'
+  on those sentences (mean and minimum).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="encoder artifact cache")
     parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument(
+        "--num-sts-pairs", type=int, default=None, help="STS-B dev pairs (default: all)"
+    )
     parser.add_argument("--out", default="bench_results/embed.json")
 
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.skip_long:
             _time_throughput(systems, long, "throughput_long", results, args.rounds, args.chunk)
         _time_latency(systems, texts["short"][: args.num_latency_texts], results)
-        agreement = _agreement(systems, texts["short"][:200])
+        agreement = _sts_accuracy(systems, args.num_sts_pairs, results)
     finally:
         for system in systems.values():
             system.close()
@@ -103,7 +108,7 @@ class _Warpserve:
         batcher = BatcherConfig(
             max_batch_size=args.batch_size,
             max_batch_tokens=args.batch_size * 512,  # rows, not tokens, bound the batch here
-            max_queued_texts=max(args.num_texts, args.num_long_texts) + 1,
+            max_queued_texts=1_000_000,  # whole workloads (all of STS-B: 3,000) go in at once
         )
         # no tokenizer cache: rounds repeat the same texts, and sentence-transformers has none
         config = ServiceConfig(
@@ -199,13 +204,27 @@ def _time_latency(systems: dict, texts: list[str], results: dict) -> None:
         results[name]["latency_ms"] = percentiles(values, (50, 99))
 
 
-def _agreement(systems: dict, texts: list[str]) -> dict[str, dict[str, float]]:
-    reference = systems[REFERENCE].encode(texts)
+def _sts_accuracy(
+    systems: dict, num_pairs: int | None, results: dict
+) -> dict[str, dict[str, float]]:
+    """Spearman on STS-B dev per system (into results); cosines with the reference."""
+    import numpy as np
+
+    from warpserve.encoder.data import read_sts
+    from warpserve.encoder.validate import pair_scores, spearman
+
+    pairs = read_sts(limit=num_pairs)
+    texts = [p.first for p in pairs] + [p.second for p in pairs]
+    gold = np.asarray([p.score for p in pairs])
+    vectors = {name: system.encode(texts) for name, system in systems.items()}
+    for name, rows in vectors.items():
+        results[name]["sts_spearman"] = spearman(pair_scores(rows, len(pairs), "embed"), gold)
     agreement = {}
-    for name, system in systems.items():
+    for name, rows in vectors.items():
         if name != REFERENCE:
-            cosines = (system.encode(texts) * reference).sum(axis=1)
+            cosines = (rows * vectors[REFERENCE]).sum(axis=1)
             agreement[name] = {
+                "num_texts": len(texts),
                 "mean_cosine": float(cosines.mean()),
                 "min_cosine": float(cosines.min()),
             }
@@ -216,8 +235,9 @@ def render_table(payload: dict) -> str:
     results = payload["results"]
     reference = results[REFERENCE]
     lines = [
-        "| system | short sent/s | x ST | long sent/s | x ST | b1 p50 ms | b1 p99 ms | ST p50 / p50 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| system | short sent/s | x ST | long sent/s | x ST | b1 p50 ms | b1 p99 ms "
+        "| ST p50 / p50 | STS-B Spearman | drop |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in results.items():
         lines.append(
@@ -226,12 +246,14 @@ def render_table(payload: dict) -> str:
             f"| {_num(row['throughput_long'])} "
             f"| {_ratio(row['throughput_long'], reference['throughput_long'])} "
             f"| {row['latency_ms']['p50']:.2f} | {row['latency_ms']['p99']:.2f} "
-            f"| {_ratio(reference['latency_ms']['p50'], row['latency_ms']['p50'])} |"
+            f"| {_ratio(reference['latency_ms']['p50'], row['latency_ms']['p50'])} "
+            f"| {row['sts_spearman']:.4f} "
+            f"| {reference['sts_spearman'] - row['sts_spearman']:.4f} |"
         )
     for name, agreement in payload["agreement_with_sentence_transformers"].items():
         lines.append(
-            f"\n{name} vs sentence-transformers: cosine mean {agreement['mean_cosine']:.4f}, "
-            f"min {agreement['min_cosine']:.4f}"
+            f"\n{name} vs sentence-transformers on {agreement['num_texts']} STS-B texts: "
+            f"cosine mean {agreement['mean_cosine']:.4f}, min {agreement['min_cosine']:.4f}"
         )
     return "\n".join(lines)
 
