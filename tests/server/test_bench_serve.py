@@ -47,3 +47,16 @@ def test_errors_are_counted_by_kind(tmp_path: Path) -> None:
     assert level["errors"].get("http_429", 0) >= 1
     assert level["num_ok"] + level["errors"]["http_429"] == 6
     assert status == 0  # some succeeded
+
+
+def test_logit_bias_reaches_the_server(tmp_path: Path) -> None:
+    engine = FakeEngine(max_model_len=512, step_s=0.001)
+    live = start_server(engine)
+    try:
+        argv = ["--concurrency", "2", "--logit-bias", "7:-100,9:2.5", "--no-ignore-eos"]
+        assert _bench(live.url, tmp_path / "b.json", *argv) == 0
+    finally:
+        live.stop()
+    biases = [dict(params.logit_bias) for _, _, params in engine.submitted]
+    assert biases and all(b == {7: -100.0, 9: 2.5} for b in biases), biases
+    assert not any(params.ignore_eos for _, _, params in engine.submitted)

@@ -32,6 +32,9 @@ class Target:
     temperature: float = 0.0
     api_key: str | None = None
     timeout_s: float = 300.0
+    # token id -> bias, sent as OpenAI's logit_bias: -100 on the EOS id gives exact output
+    # lengths on servers without ignore_eos (llama-cpp-python's ignores unknown fields)
+    logit_bias: dict[str, float] | None = None
 
     def body(self, spec: RequestSpec) -> dict[str, object]:
         body: dict[str, object] = {
@@ -44,6 +47,8 @@ class Target:
             body["stream_options"] = {"include_usage": True}
         if self.ignore_eos:
             body["ignore_eos"] = True
+        if self.logit_bias:
+            body["logit_bias"] = self.logit_bias
         if self.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": spec.prompt}]
         else:

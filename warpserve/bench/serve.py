@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ignore-eos", action="store_true", help="do not send ignore_eos (strict servers)"
     )
+    parser.add_argument(
+        "--logit-bias",
+        default=None,
+        help="TOKEN_ID:BIAS[,...] sent as logit_bias, e.g. the EOS id:-100 for servers "
+        "without ignore_eos (llama-cpp-python)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     parser.add_argument("--text", default=None, help="prompt corpus (default: WikiText-2)")
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         api_key=args.api_key,
         timeout_s=args.timeout,
+        logit_bias=_logit_bias(args.logit_bias),
     )
     if args.warmup:
         asyncio.run(run_concurrency(target, specs[: args.warmup], 1))
@@ -196,6 +203,18 @@ def _one_line(summary: dict) -> str:
         f"TTFT p50 {summary['ttft_s']['p50']:.3f} s, ITL p50 {summary['itl_s']['p50']:.4f} s, "
         f"E2E p99 {summary['e2e_s']['p99']:.3f} s, errors {summary['errors']}"
     )
+
+
+def _logit_bias(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    bias = {}
+    for item in text.split(","):
+        token, _, value = item.partition(":")
+        if not token.strip().isdigit() or not value:
+            raise ValueError(f"--logit-bias needs TOKEN_ID:BIAS pairs, got '{item}'")
+        bias[token.strip()] = float(value)
+    return bias
 
 
 def _ints(text: str) -> list[int]:
