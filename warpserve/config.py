@@ -55,14 +55,15 @@ class ModelConfig:
     # Weight quantization applied after loading (quant/ presets): none | int8 | int4 |
     # w8a8 | int8-mixed. Accuracy per preset is measured by the perplexity gate.
     quantization: str = "none"
-    # Decode-only steps: "eager" (the PyTorch modules, one op at a time) or "fused" (the
-    # whole step in one C++ call: runner/fused_decode.py; falls back to eager, with a
-    # warning, when the extension cannot be built or the model is not the native Llama).
-    decode_backend: str = "eager"
+    # Decode-only steps: "eager" (the PyTorch modules, one op at a time), "fused" (the
+    # whole step in one C++ call: runner/fused_decode.py; eager with a warning when the
+    # extension cannot be built or cannot run the model exactly), or "auto" (fused where it
+    # can run, else eager).
+    decode_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.decode_backend not in ("eager", "fused"):
-            raise ValueError("decode_backend must be 'eager' or 'fused'")
+        if self.decode_backend not in ("auto", "eager", "fused"):
+            raise ValueError("decode_backend must be 'auto', 'eager' or 'fused'")
         if self.quantization not in ("none", "int8", "int4", "w8a8", "int8-mixed"):
             raise ValueError("quantization must be one of none, int8, int4, w8a8, int8-mixed")
         if self.dtype not in ("float32", "bfloat16"):

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--decode-backend", default="auto", choices=["auto", "fused", "eager"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
     parser.add_argument("--shared-prefix-len", type=int, default=300)
     parser.add_argument("--shared-suffix-len", default="1:100", help="per-request tokens after it")
@@ -51,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     lo, hi = datasets.parse_range(args.prompt_len)
     config = EngineConfig(
-        model=ModelConfig(model=args.model, dtype=args.dtype, num_threads=args.threads),
+        model=ModelConfig(
+            model=args.model,
+            dtype=args.dtype,
+            num_threads=args.threads,
+            decode_backend=args.decode_backend,
+        ),
         cache=CacheConfig(memory_gib=args.kv_cache_gib),
         scheduler=SchedulerConfig(
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantization", default="none", choices=["none", "int8", "int4", "w8a8", "int8-mixed"]
     )
+    parser.add_argument(
+        "--decode-backend",
+        default=ModelConfig.decode_backend,
+        choices=["auto", "fused", "eager"],
+        help="fused: each decode step in one C++ call; eager: PyTorch modules",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             num_threads=args.threads,
             quantization=args.quantization,
+            decode_backend=args.decode_backend,
         ),
         cache=CacheConfig(memory_gib=args.kv_cache_gib),
     )

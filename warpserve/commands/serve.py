@@ -55,6 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--dtype", default=ModelConfig.dtype, choices=["float32", "bfloat16"])
     engine.add_argument("--max-model-len", type=int, default=None)
     engine.add_argument("--num-threads", type=int, default=None, help="torch threads")
+    engine.add_argument(
+        "--quantization",
+        default=ModelConfig.quantization,
+        choices=["none", "int8", "int4", "w8a8", "int8-mixed"],
+        help="weight quantization (accuracy per preset: warpserve/quant/perplexity.py)",
+    )
+    engine.add_argument(
+        "--decode-backend", default=ModelConfig.decode_backend, choices=["auto", "fused", "eager"]
+    )
     engine.add_argument("--kv-cache-gib", type=float, default=CacheConfig.memory_gib)
     engine.add_argument("--max-num-seqs", type=int, default=SchedulerConfig.max_num_seqs)
     engine.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
@@ -83,6 +92,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             dtype=args.dtype,
             max_model_len=args.max_model_len,
             num_threads=args.num_threads,
+            quantization=args.quantization,
+            decode_backend=args.decode_backend,
         ),
         cache=CacheConfig(memory_gib=args.kv_cache_gib),
         scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_waiting=args.max_waiting),

@@ -85,7 +85,12 @@ class LLMEngine:
         sampler = Sampler(loaded.vocab_size, self.eos_token_ids)
         kernel = _decode_kernel(config.model.attention_backend)
         self.runner = ModelRunner(
-            loaded.model, loaded.num_blocks, cache.block_size, sampler, kernel
+            loaded.model,
+            loaded.num_blocks,
+            cache.block_size,
+            sampler,
+            kernel,
+            decode_backend=config.model.decode_backend,
         )
         if spec.is_enabled:
             self.runner.speculator = build_speculator(

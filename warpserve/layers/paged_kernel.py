@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 
 import torch
 
-from warpserve.config import cache_dir
+from warpserve.layers import extensions
 
 logger = logging.getLogger(__name__)
-
-_SOURCE = Path(__file__).with_name("csrc") / "paged_attention.cpp"
 
 
 @functools.cache
@@ -51,19 +48,4 @@ def _register(module) -> None:
 
 
 def _build():
-    try:
-        from torch.utils.cpp_extension import load as load_extension
-
-        build_dir = cache_dir() / "kernels" / "paged_attention"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        return load_extension(
-            name="warpserve_paged_attention",
-            sources=[str(_SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(build_dir),
-            verbose=False,
-        )
-    except Exception as exc:  # any build failure means: use the portable path
-        logger.warning("paged attention kernel unavailable (%s); using the torch path", exc)
-        return None
+    return extensions.build("warpserve_paged_attention", "paged_attention.cpp")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from warpserve.layers.attention import AttentionMetadata, PrefillChunk
+from warpserve.runner.fused_decode import FusedDecoder
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken, SamplingRow
 from warpserve.scheduler.output import DraftCandidate, ScheduledSequence, SchedulerOutput
@@ -32,6 +33,8 @@ class ModelRunner:
         block_size: int,
         sampler: Sampler,
         decode_kernel: Any = None,
+        *,
+        decode_backend: str = "eager",
     ) -> None:
         self.model = model
         self.decode_kernel = decode_kernel
@@ -40,6 +43,10 @@ class ModelRunner:
         self.is_fallback = bool(getattr(model, "is_fallback", False))
         self.kv_caches = [] if self.is_fallback else _allocate_kv(model, num_blocks, block_size)
         self.generators: dict[str, torch.Generator] = {}
+        # Decode-only steps in one C++ call (runner/fused_decode.py); None: eager modules.
+        self.fused: FusedDecoder | None = None
+        if decode_backend != "eager" and not self.is_fallback:
+            self.fused = FusedDecoder.build(model, self.kv_caches, quiet=decode_backend == "auto")
         self.speculator: Speculator | None = None  # set by the engine for speculative decoding
 
     def release(self, request_id: str) -> None:
@@ -127,8 +134,18 @@ class ModelRunner:
         # Decodes (and draft verifications) first: they are batched into one attention call.
         ordered = sorted(sequences, key=lambda s: not _is_decode_rows(s))
         input_ids, positions, meta, sample_idx = self._prepare(ordered)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
         seqs = [s for s in ordered if s.do_sample]
+        if self.fused is not None and not meta.prefills:
+            logits = self.fused(
+                input_ids,
+                positions,
+                meta.slot_mapping,
+                meta.decode_block_tables,
+                meta.decode_context_lens,
+                sample_idx,
+            )
+            return seqs, logits
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
         return seqs, self.model.compute_logits(hidden[sample_idx])  # [N, vocab]
 
     def _fallback_logits(
@@ -172,7 +189,7 @@ class ModelRunner:
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
             num_decode_tokens=len(decode_lens),
-            **_decode_tensors(decode_tables, decode_lens, bs, self.decode_kernel is None),
+            **_decode_tensors(decode_tables, decode_lens, bs, self._needs_decode_mask(prefills)),
             prefills=prefills,
             decode_kernel=self.decode_kernel,
         )
@@ -182,6 +199,10 @@ class ModelRunner:
             meta,
             torch.tensor(sample_idx, dtype=torch.long),
         )
+
+    def _needs_decode_mask(self, prefills: list[PrefillChunk]) -> bool:
+        """Only the gather + SDPA decode path reads the mask."""
+        return self.decode_kernel is None and (self.fused is None or bool(prefills))
 
     def _generator(self, request_id: str, seed: int | None) -> torch.Generator | None:
         if seed is None:

@@ -1,0 +1,154 @@
+"""The fused C++ decode step against the eager modules it replaces.
+
+- each weight format's matmul equals x @ W^T with W the dequantized weight (fp32 rounding);
+- fp32 greedy tokens through the engine are identical to the eager engine's, for a batch of
+  mixed lengths, with chunked prefill and with speculative verification rows;
+- int8 / int4 weights: identical greedy tokens to an eager fp32 model holding the same
+  dequantized weights (the fused kernel reads the quantized bytes, the reference does not);
+- formats it cannot run exactly (W8A8) leave the engine eager, and it still works.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SpeculativeConfig
+from warpserve.engine.llm import LLM
+from warpserve.engine.llm_engine import LLMEngine
+from warpserve.engine.setup import load_model
+from warpserve.quant.primitives import (
+    pack_int4,
+    quantize_int4_groupwise,
+    quantize_int8_per_channel,
+)
+from warpserve.request import SamplingParams
+from warpserve.runner.fused_decode import FusedDecoder, load_extension
+
+from ..engine.test_engine import BLOCK_BYTES, prompts, token_ids
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+
+GREEDY = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+CACHE = CacheConfig(memory_gib=512 * BLOCK_BYTES / 2**30)
+
+
+@pytest.fixture(scope="module")
+def ext():
+    module = load_extension()
+    assert module is not None, "the fused decode extension failed to build (see the log)"
+    return module
+
+
+def _holder(ext):
+    """A FusedModel used only for its linears."""
+    return ext.FusedModel(
+        16, 1, 1, 16, 16, 1e-6, torch.zeros(1, 16), torch.ones(16), torch.zeros(1, 16),
+        torch.zeros(1, 16),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["f32", "i8", "i4"])
+@pytest.mark.parametrize("out_features", [48, 40])  # 40: a partial panel of 16
+def test_linear_formats_match_dequantized_matmul(ext, kind, out_features) -> None:
+    torch.manual_seed(0)
+    n, k, group = out_features, 64, 32
+    weight, bias, empty = torch.randn(n, k), torch.randn(n), torch.empty(0)
+    if kind == "f32":
+        args, reference = (0, weight, empty, empty, bias, 0), weight
+    elif kind == "i8":
+        q, scale = quantize_int8_per_channel(weight)
+        args, reference = (1, q, scale, empty, bias, 0), q.float() * scale[:, None]
+    else:
+        q, scale, zero = quantize_int4_groupwise(weight, group)
+        offset = zero - 8 * scale  # w = q * scale + offset
+        args = (2, pack_int4(q), scale, offset, bias, group)
+        grouped = q.float().view(n, k // group, group)
+        reference = (grouped * scale[..., None] + offset[..., None]).view(n, k)
+    holder = _holder(ext)
+    index = holder.add_linear(*args)
+    for rows in (1, 2, 3, 4, 7, 13):  # the register path (<= 3 rows) and the tiled path
+        x = torch.randn(rows, k)
+        expected = x @ reference.t() + bias
+        torch.testing.assert_close(holder.run_linear(index, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def _engine(folder, backend: str, **model) -> LLMEngine:
+    config = EngineConfig(
+        model=ModelConfig(model=str(folder), decode_backend=backend, **model), cache=CACHE
+    )
+    return LLMEngine.from_config(config)
+
+
+@pytest.fixture(scope="module")
+def eager_tokens(tiny_llama_dir) -> list[list[int]]:
+    return token_ids(LLM(_engine(tiny_llama_dir, "eager")).generate(prompts(12), GREEDY))
+
+
+def test_fp32_greedy_is_identical_to_eager(tiny_llama_dir, eager_tokens, ext) -> None:
+    engine = _engine(tiny_llama_dir, "fused")
+    assert engine.runner.fused is not None
+    assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
+    # Alone, each request gets the same tokens as in the batch.
+    alone = [token_ids(LLM(engine).generate([p], GREEDY))[0] for p in prompts(12)[:3]]
+    assert alone == eager_tokens[:3]
+
+
+def test_speculative_rows_through_fused_decode(tiny_llama_dir, eager_tokens, ext) -> None:
+    config = EngineConfig(
+        model=ModelConfig(model=str(tiny_llama_dir), decode_backend="fused"),
+        cache=CACHE,
+        speculative=SpeculativeConfig(method="ngram", num_speculative_tokens=4, ngram_min=1),
+    )
+    engine = LLMEngine.from_config(config)
+    assert engine.runner.fused is not None
+    assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
+
+
+def _dequantized_copy(folder, scheme: str):
+    """The quantized model with every quantized linear replaced by an nn.Linear holding
+    its dequantized weight: the fp32 model the quantized one stands for."""
+    loaded = load_model(ModelConfig(model=str(folder), quantization=scheme), CACHE)
+    model = loaded.model
+    for name, module in list(model.named_modules()):
+        if hasattr(module, "dequantized_weight"):
+            linear = nn.Linear(module.in_features, module.out_features, module.bias is not None)
+            with torch.no_grad():
+                linear.weight.copy_(module.dequantized_weight())
+                if module.bias is not None:
+                    linear.bias.copy_(module.bias)
+            model.set_submodule(name, linear)
+    return loaded
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_weights_match_their_dequantized_model(tiny_llama_dir, scheme, ext) -> None:
+    reference = LLMEngine(_dequantized_copy(tiny_llama_dir, scheme), _config(tiny_llama_dir))
+    expected = token_ids(LLM(reference).generate(prompts(8), GREEDY))
+    # Prefill through the same dequantized model; every decode step through the fused
+    # kernel reading the quantized bytes of the same weights.
+    engine = LLMEngine(_dequantized_copy(tiny_llama_dir, scheme), _config(tiny_llama_dir))
+    quantized = load_model(ModelConfig(model=str(tiny_llama_dir), quantization=scheme), CACHE)
+    engine.runner.fused = FusedDecoder.build(quantized.model, engine.runner.kv_caches)
+    assert engine.runner.fused is not None
+    assert token_ids(LLM(engine).generate(prompts(8), GREEDY)) == expected
+
+
+def _config(folder) -> EngineConfig:
+    return EngineConfig(model=ModelConfig(model=str(folder)), cache=CACHE)
+
+
+def test_w8a8_stays_eager_and_works(tiny_llama_dir, caplog) -> None:
+    engine = _engine(tiny_llama_dir, "fused", quantization="w8a8")
+    assert engine.runner.fused is None
+    assert "fused decode unavailable" in caplog.text
+    outputs = LLM(engine).generate(prompts(2), GREEDY)
+    assert all(len(o.outputs[0].token_ids) == GREEDY.max_tokens for o in outputs)
+
+
+def test_fallback_model_is_refused(tiny_llama_dir) -> None:
+    engine = _engine(tiny_llama_dir, "eager", force_fallback=True)
+    assert FusedDecoder.build(engine.runner.model, []) is None
