@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "embed": "embedding throughput and latency against sentence-transformers",
     "ladder": "the optimization ladder from naive Transformers to fully optimized",
     "spec": "speculative decoding (n-gram, auto, draft, layer skip) against plain decoding",
+    "llamacpp": "llama.cpp (the bench extra) on a GGUF: one stream and N sequences per type",
 }
 
 

@@ -62,6 +62,59 @@ def _lib():
     return llama_cpp
 
 
+# -- `warpserve bench llamacpp`: the same measurements on their own -----------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--num-requests", type=int, default=32, help="sequences together")
+    parser.add_argument("--single-stream-requests", type=int, default=4)
+    parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--types", default=",".join(QUANT_TYPES))
+    parser.add_argument("--prompts", choices=("grounded", "wikitext"), default="grounded")
+    parser.add_argument("--prompt-len", default="100:300", help="LOW:HIGH tokens (wikitext)")
+    parser.add_argument("--text", default=None, help="prompt source (default WikiText-2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench_results/llamacpp.json")
+
+
+def run(args) -> int:
+    from warpserve.bench import report
+    from warpserve.bench.ladder_rungs import build_prompts
+    from warpserve.weights.loader import open_model_source
+
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"llama.cpp bench skipped: {reason}")
+        return 1
+    source = open_model_source(args.model)
+    if source.path.suffix != ".gguf":
+        print(f"llama.cpp bench needs a GGUF file, not {source.path}")
+        return 1
+    prompts = build_prompts(args, source.load_tokenizer())
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    per_type = measure(
+        source.path, prompts[: args.single_stream_requests], prompts, args.output_len,
+        args.threads, types=types,
+    )  # fmt: skip
+    results = {"environment": report.environment(), "config": vars(args), "per_type": per_type}
+    path = report.write_json(args.out, _without_token_ids(results))
+    for name, r in per_type.items():
+        print(
+            f"{name}: {r['single']['decode_tokens_per_s']:.1f} decode tok/s (1 seq), "
+            f"{r['batched']['generated_tokens_per_s']:.1f} tok/s ({len(prompts)} seqs)"
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+def _without_token_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_token_ids(v) for k, v in value.items() if k != "token_ids"}
+    return value
+
+
 # -- GGUF variants ----------------------------------------------------------------------
 
 
