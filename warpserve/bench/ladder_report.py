@@ -198,6 +198,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for r in results["rungs"] + results["llamacpp_rows"]:
         lines.append(_table_row(r))
+    lines += _candidates_table(results["rungs"])
     lines += _llamacpp_table(results.get("llamacpp"))
     lines += _targets_lines(results["targets"])
     return "\n".join(lines)
@@ -217,6 +218,38 @@ def _table_row(r: dict) -> str:
         f"{_speedup(r['speedup_vs_rung0'])} | {_speedup(r.get('speedup_vs_previous'))} | "
         f"{'-' if delta is None else f'{delta:+.2%}'} | {'; '.join(notes)} |"
     )
+
+
+def _candidates_table(rows: list[dict]) -> list[str]:
+    """Rung 4's and 6's alternatives, so the choice between them can be checked."""
+    with_candidates = [r for r in rows if r.get("candidates")]
+    if not with_candidates:
+        return []
+    lines = [
+        "",
+        "Candidates (the rung keeps the fastest at the concurrent workload that passes):",
+        "",
+        "| rung | candidate | generated tok/s | 1-stream decode tok/s | passes | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in with_candidates:
+        for name, c in r["candidates"].items():
+            if "within_budget" in c:
+                passes = c["within_budget"]
+                detail = f"perplexity {c['perplexity_delta']:+.2%} (budget {c['budget']:+.1%})"
+            else:
+                same = c["identical_to_rung5"]
+                passes = same is None or all(same.values())
+                rate = c["acceptance_rate"]
+                detail = f"{c['num_draft_tokens']} draft tokens" + (
+                    f", {rate:.0%} accepted" if rate is not None else ""
+                )
+            lines.append(
+                f"| {r['rung']} | {name} | {c['generated_tokens_per_s']:.1f} | "
+                f"{_num(c['decode_tokens_per_s'], '.1f')} | {'yes' if passes else 'NO'} | "
+                f"{detail} |"
+            )
+    return lines
 
 
 def _llamacpp_table(llamacpp: dict | None) -> list[str]:
