@@ -133,20 +133,41 @@ class ModelRunner:
             return self._fallback_logits(sequences)
         # Decodes (and draft verifications) first: they are batched into one attention call.
         ordered = sorted(sequences, key=lambda s: not _is_decode_rows(s))
+        if self.fused is None:
+            return self._eager_logits(ordered)
+        # The fused kernel takes the decode rows; prefill chunks (large GEMMs) stay eager.
+        # Rows never depend on each other, so splitting a mixed step changes no result.
+        num_decodes = sum(map(_is_decode_rows, ordered))
+        if num_decodes == len(ordered):
+            return self._fused_logits(ordered)
+        if num_decodes == 0:
+            return self._eager_logits(ordered)
+        decode_seqs, decode_logits = self._fused_logits(ordered[:num_decodes])
+        prefill_seqs, prefill_logits = self._eager_logits(ordered[num_decodes:])
+        return decode_seqs + prefill_seqs, torch.cat([decode_logits, prefill_logits])
+
+    def _eager_logits(
+        self, ordered: list[ScheduledSequence]
+    ) -> tuple[list[ScheduledSequence], torch.Tensor]:
         input_ids, positions, meta, sample_idx = self._prepare(ordered)
-        seqs = [s for s in ordered if s.do_sample]
-        if self.fused is not None and not meta.prefills:
-            logits = self.fused(
-                input_ids,
-                positions,
-                meta.slot_mapping,
-                meta.decode_block_tables,
-                meta.decode_context_lens,
-                sample_idx,
-            )
-            return seqs, logits
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        seqs = [s for s in ordered if s.do_sample]
         return seqs, self.model.compute_logits(hidden[sample_idx])  # [N, vocab]
+
+    def _fused_logits(
+        self, decodes: list[ScheduledSequence]
+    ) -> tuple[list[ScheduledSequence], torch.Tensor]:
+        assert self.fused is not None
+        input_ids, positions, meta, sample_idx = self._prepare(decodes)
+        logits = self.fused(
+            input_ids,
+            positions,
+            meta.slot_mapping,
+            meta.decode_block_tables,
+            meta.decode_context_lens,
+            sample_idx,
+        )
+        return [s for s in decodes if s.do_sample], logits
 
     def _fallback_logits(
         self, sequences: list[ScheduledSequence]
@@ -189,7 +210,7 @@ class ModelRunner:
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
             num_decode_tokens=len(decode_lens),
-            **_decode_tensors(decode_tables, decode_lens, bs, self._needs_decode_mask(prefills)),
+            **_decode_tensors(decode_tables, decode_lens, bs, self._needs_decode_mask()),
             prefills=prefills,
             decode_kernel=self.decode_kernel,
         )
@@ -200,9 +221,10 @@ class ModelRunner:
             torch.tensor(sample_idx, dtype=torch.long),
         )
 
-    def _needs_decode_mask(self, prefills: list[PrefillChunk]) -> bool:
-        """Only the gather + SDPA decode path reads the mask."""
-        return self.decode_kernel is None and (self.fused is None or bool(prefills))
+    def _needs_decode_mask(self) -> bool:
+        """Only the gather + SDPA decode path reads the mask (with the fused decoder, decode
+        rows never reach the eager modules)."""
+        return self.decode_kernel is None and self.fused is None
 
     def _generator(self, request_id: str, seed: int | None) -> torch.Generator | None:
         if seed is None:

@@ -142,6 +142,54 @@ void panel_direct(const Linear& L, int64_t p, const float* x, int64_t ldx, float
   }
 }
 
+// int4, few rows: sum q * x over each group in fp32, then scale once per group and add the
+// group's offset times the group's sum of x: w = q * s + o, so panel . x =
+// sum_g (s_g * sum_k q x + o_g * sum_k x). Two FMAs fewer per input than dequantizing.
+template <int BT>
+void panel_direct_i4(const Linear& L, int64_t p, const float* x, int64_t ldx,
+                     const float* xsum, float* out) {
+  constexpr int U = BT == 1 ? 2 : 1;  // inputs per iteration (independent accumulators)
+  const int64_t G = L.group, groups = L.k / G;
+  const uint8_t* panel = static_cast<const uint8_t*>(panel_ptr(L, p));
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  __m256 acc[BT][2];
+  _Pragma("GCC unroll 8") for (int b = 0; b < BT; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256 sum[U][BT][2];
+    _Pragma("GCC unroll 2") for (int u = 0; u < U; ++u)
+      _Pragma("GCC unroll 8") for (int b = 0; b < BT; ++b)
+        sum[u][b][0] = sum[u][b][1] = _mm256_setzero_ps();
+    for (int64_t k = g * G; k < (g + 1) * G; k += U) {
+      _Pragma("GCC unroll 2") for (int u = 0; u < U; ++u) {
+        const __m256i q = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(panel + (k + u) * 8)));
+        const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(q, low));
+        const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+        _Pragma("GCC unroll 8") for (int b = 0; b < BT; ++b) {
+          const __m256 xb = _mm256_broadcast_ss(x + b * ldx + k + u);
+          sum[u][b][0] = _mm256_fmadd_ps(lo, xb, sum[u][b][0]);
+          sum[u][b][1] = _mm256_fmadd_ps(hi, xb, sum[u][b][1]);
+        }
+      }
+    }
+    const GroupScale gs = group_scale(L, p, g);
+    _Pragma("GCC unroll 8") for (int b = 0; b < BT; ++b) {
+      __m256 s0 = sum[0][b][0], s1 = sum[0][b][1];
+      if constexpr (U == 2) {
+        s0 = _mm256_add_ps(s0, sum[1][b][0]);
+        s1 = _mm256_add_ps(s1, sum[1][b][1]);
+      }
+      const __m256 xs = _mm256_broadcast_ss(xsum + b * groups + g);
+      acc[b][0] = _mm256_fmadd_ps(gs.o0, xs, _mm256_fmadd_ps(s0, gs.s0, acc[b][0]));
+      acc[b][1] = _mm256_fmadd_ps(gs.o1, xs, _mm256_fmadd_ps(s1, gs.s1, acc[b][1]));
+    }
+  }
+  _Pragma("GCC unroll 8") for (int b = 0; b < BT; ++b) {
+    _mm256_storeu_ps(out + b * kPanel, acc[b][0]);
+    _mm256_storeu_ps(out + b * kPanel + 8, acc[b][1]);
+  }
+}
+
 // The whole panel p as fp32 [K][16] (int8: not yet scaled).
 template <int64_t KIND>
 void panel_fill(const Linear& L, int64_t p, float* scratch) {
@@ -193,15 +241,16 @@ void panel_tiles(const float* w, int64_t K, const float* x, int64_t ldx, int64_t
 
 template <int64_t KIND>
 void panel_product(const Linear& L, int64_t p, const float* x, int64_t ldx, int64_t B,
-                   float* out, std::vector<float>& scratch) {
+                   const float* xsum, float* out, std::vector<float>& scratch) {
   if (B <= 3) {
-    for (int64_t b = 0; b < B; b += 3) {
-      const int64_t n = std::min<int64_t>(3, B - b);
-      const float* xb = x + b * ldx;
-      float* ob = out + b * kPanel;
-      if (n == 3) panel_direct<KIND, 3>(L, p, xb, ldx, ob);
-      else if (n == 2) panel_direct<KIND, 2>(L, p, xb, ldx, ob);
-      else panel_direct<KIND, 1>(L, p, xb, ldx, ob);
+    if constexpr (KIND == kI4) {
+      if (B == 3) panel_direct_i4<3>(L, p, x, ldx, xsum, out);
+      else if (B == 2) panel_direct_i4<2>(L, p, x, ldx, xsum, out);
+      else panel_direct_i4<1>(L, p, x, ldx, xsum, out);
+    } else {
+      if (B == 3) panel_direct<KIND, 3>(L, p, x, ldx, out);
+      else if (B == 2) panel_direct<KIND, 2>(L, p, x, ldx, out);
+      else panel_direct<KIND, 1>(L, p, x, ldx, out);
     }
     return;
   }
@@ -218,7 +267,7 @@ void panel_product(const Linear& L, int64_t p, const float* x, int64_t ldx, int6
 // Portable path: the same packed layout, plain loops.
 template <int64_t KIND>
 void panel_product(const Linear& L, int64_t p, const float* x, int64_t ldx, int64_t B,
-                   float* out, std::vector<float>&) {
+                   const float*, float* out, std::vector<float>&) {
   const int64_t K = L.k;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < kPanel; ++j) out[b * kPanel + j] = 0.f;
@@ -235,13 +284,20 @@ template <int64_t KIND>
 void linear_kind(const Linear& L, const float* x, int64_t ldx, int64_t B, float* y,
                  int64_t ldy, bool accumulate, int nthreads) {
   const int64_t panels = (L.n + kPanel - 1) / kPanel;
+  std::vector<float> xsum;  // int4 register path: each row's sum of x over each group
+  if (KIND == kI4 && B <= 3) {
+    const int64_t G = L.group, groups = L.k / G;
+    xsum.assign(B * groups, 0.f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < L.k; ++k) xsum[b * groups + k / G] += x[b * ldx + k];
+  }
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<float> scratch(KIND == kF32 || B <= 3 ? 0 : L.k * kPanel);
     std::vector<float> out(B * kPanel);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p) {
-      panel_product<KIND>(L, p, x, ldx, B, out.data(), scratch);
+      panel_product<KIND>(L, p, x, ldx, B, xsum.data(), out.data(), scratch);
       const int64_t n0 = p * kPanel, width = std::min(kPanel, L.n - n0);
       for (int64_t b = 0; b < B; ++b) {
         float* dst = y + b * ldy + n0;
@@ -329,6 +385,101 @@ void attend(const float* q, const float* k_cache, const float* v_cache, const in
     }
   }
 }
+
+#ifdef WS_AVX2
+// exp(x) for 8 lanes: Cephes' range reduction and degree-5 polynomial (~1 ulp for the
+// softmax's x <= 0), the approach of most vectorized math libraries.
+inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// The 8 horizontal sums of a[0..7] as one vector.
+inline __m256 hsum8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+// attend() for D % 8 == 0: scores for 8 keys at a time (one reduction for 8 dot products),
+// vectorized exp, and the weighted sum of values with the output kept in registers, 8
+// dimensions at a time.
+void attend_avx2(const float* q, const float* k_cache, const float* v_cache,
+                 const int64_t* table, int64_t n, int64_t block_size, int64_t num_kv_heads,
+                 int64_t D, int64_t G, int64_t kv_head, float scale, float* scores,
+                 float* out) {
+  const int64_t stride = num_kv_heads * D, nv = D / 8;
+  auto key = [&](const float* cache, int64_t t) {
+    return cache + (table[t / block_size] * block_size + t % block_size) * stride + kv_head * D;
+  };
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * D;
+    float* s = scores + g * n;
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+      __m256 acc[8];
+      for (int j = 0; j < 8; ++j) {
+        const float* k = key(k_cache, t + j);
+        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(k));
+        for (int64_t i = 1; i < nv; ++i)
+          a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * i), _mm256_loadu_ps(k + 8 * i), a);
+        acc[j] = a;
+      }
+      _mm256_storeu_ps(s + t, _mm256_mul_ps(hsum8(acc), vscale));
+    }
+    for (; t < n; ++t) {
+      const float* k = key(k_cache, t);
+      float a = 0.f;
+      for (int64_t d = 0; d < D; ++d) a += qg[d] * k[d];
+      s[t] = a * scale;
+    }
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, s[i]);
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 vsum = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+      _mm256_storeu_ps(s + i, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = 0.f;
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, vsum);
+    for (int j = 0; j < 8; ++j) sum += lanes[j];
+    for (; i < n; ++i) {
+      s[i] = std::exp(s[i] - m);
+      sum += s[i];
+    }
+    const float inv = 1.f / sum;
+    for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  }
+  for (int64_t c = 0; c < nv; ++c) {  // 8 output dimensions of every head of the group
+    __m256 o[64];
+    for (int64_t g = 0; g < G; ++g) o[g] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      const __m256 v = _mm256_loadu_ps(key(v_cache, t) + 8 * c);
+      for (int64_t g = 0; g < G; ++g)
+        o[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + g * n + t), v, o[g]);
+    }
+    for (int64_t g = 0; g < G; ++g) _mm256_storeu_ps(out + g * D + 8 * c, o[g]);
+  }
+}
+#endif
 
 inline float silu(float x) { return x / (1.f + std::exp(-x)); }
 
@@ -479,9 +630,16 @@ class FusedModel {
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t b = 0; b < B; ++b) {
           for (int64_t kh = 0; kh < Hkv; ++kh) {
-            attend(&qkv[b * qkv_size + kh * G * D], k_cache, v_cache, tables + b * max_blocks,
-                   lens[b], block_size, Hkv, D, G, kh, scale, scores.data(),
-                   &attn[b * q_size + kh * G * D]);
+            const float* qh = &qkv[b * qkv_size + kh * G * D];
+            float* oh = &attn[b * q_size + kh * G * D];
+#ifdef WS_AVX2
+            if (D % 8 == 0) {
+              attend_avx2(qh, k_cache, v_cache, tables + b * max_blocks, lens[b], block_size,
+                          Hkv, D, G, kh, scale, scores.data(), oh);
+            } else
+#endif
+              attend(qh, k_cache, v_cache, tables + b * max_blocks, lens[b], block_size, Hkv,
+                     D, G, kh, scale, scores.data(), oh);
           }
         }
       }
