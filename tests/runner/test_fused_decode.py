@@ -152,3 +152,41 @@ def test_w8a8_stays_eager_and_works(tiny_llama_dir, caplog) -> None:
 def test_fallback_model_is_refused(tiny_llama_dir) -> None:
     engine = _engine(tiny_llama_dir, "eager", force_fallback=True)
     assert FusedDecoder.build(engine.runner.model, []) is None
+
+
+def test_fused_logits_fn_matches_eager_forward(tiny_llama_dir, ext) -> None:
+    """Perplexity through the fused kernel scores what the eager model scores."""
+    from warpserve.quant.perplexity import EvalConfig, perplexity
+    from warpserve.runner.fused_decode import fused_logits_fn
+
+    loaded = load_model(ModelConfig(model=str(tiny_llama_dir)), CACHE)
+    ids = torch.tensor([t for p in prompts(6) for t in p])
+    config = EvalConfig(num_windows=2, window_tokens=64)
+    fused_fn = fused_logits_fn(loaded.model, 64)
+    eager = perplexity(_eager_logits_fn(loaded.model), ids, config)
+    fused = perplexity(fused_fn, ids, config)
+    assert fused.window_starts == eager.window_starts
+    assert abs(fused.perplexity / eager.perplexity - 1) < 1e-4
+
+
+def _eager_logits_fn(model):
+    """Full-sequence logits from the native model's eager forward (one prefill chunk)."""
+    from warpserve.layers.attention import AttentionMetadata, PrefillChunk
+    from warpserve.runner.model_runner import _allocate_kv
+
+    def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
+        num = input_ids.shape[1]
+        kv = _allocate_kv(model, -(-num // 16), 16)
+        meta = AttentionMetadata(
+            slot_mapping=torch.arange(num),
+            num_decode_tokens=0,
+            decode_block_tables=torch.empty(0, 1, dtype=torch.long),
+            decode_context_lens=torch.empty(0, dtype=torch.long),
+            decode_mask=None,
+            prefills=[PrefillChunk(0, num, 0, torch.arange(-(-num // 16)))],
+        )
+        with torch.inference_mode():
+            hidden = model(input_ids[0], torch.arange(num), kv, meta)
+            return model.compute_logits(hidden)[None]
+
+    return logits_fn

@@ -153,3 +153,28 @@ def _assemble(ext, model: nn.Module, kv_caches: list[torch.Tensor]):
         )
     impl.set_lm_head(add(model.lm_head, "lm_head"))
     return impl
+
+
+def fused_logits_fn(model: nn.Module, max_tokens: int, block_size: int = 16):
+    """A perplexity LogitsFn (quant/perplexity.py) that runs through the fused kernel:
+    the T tokens of a window are T rows of one call, row t at position t attending to
+    positions 0..t, exactly as decode rows do. So the accuracy of what the fused decode
+    backend computes (its weight formats, its attention) is measured, not the eager path's.
+    None when the fused decoder cannot run `model`."""
+    num_blocks = -(-max_tokens // block_size)
+    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    kv_caches = [torch.zeros(shape) for _ in range(model.num_layers)]
+    decoder = FusedDecoder.build(model, kv_caches)
+    if decoder is None:
+        return None
+    table = torch.arange(num_blocks)
+
+    def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
+        num = input_ids.shape[1]
+        if num > max_tokens:
+            raise ValueError(f"window of {num} tokens exceeds max_tokens {max_tokens}")
+        rows = torch.arange(num)
+        logits = decoder(input_ids[0], rows, rows, table.expand(num, -1), rows + 1, rows)
+        return logits[None]
+
+    return logits_fn
