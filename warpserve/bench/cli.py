@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "embed": "embedding throughput and latency against sentence-transformers",
     "ladder": "the optimization ladder from naive Transformers to fully optimized",
     "spec": "speculative decoding (n-gram, auto, draft, layer skip) against plain decoding",
+    "decode-step": "one decode step: eager modules against the fused C++ kernel, per format",
     "llamacpp": "llama.cpp (the bench extra) on a GGUF: one stream and N sequences per type",
 }
 
@@ -19,7 +20,7 @@ BENCHMARKS: dict[str, str] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     for name, help_text in BENCHMARKS.items():
-        module = f"warpserve.bench.{name}"
+        module = f"warpserve.bench.{name.replace('-', '_')}"
         if importlib.util.find_spec(module) is None:
             continue
         # Bench modules import their heavy dependencies inside run(), so this stays cheap.
@@ -27,4 +28,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(importlib.import_module(f"warpserve.bench.{args.benchmark}").run(args) or 0)
+    module = f"warpserve.bench.{args.benchmark.replace('-', '_')}"
+    return int(importlib.import_module(module).run(args) or 0)

@@ -1,0 +1,124 @@
+"""`warpserve bench decode-step`: one decode step, eager modules against the fused kernel.
+
+For each weight format (fp32, int8, int4) and batch size, the same model, the same K/V
+(every row at the same context length) and the same token ids go through the eager
+modules (`model.forward` + `compute_logits`, the paged attention kernel) and through
+`FusedDecoder`, alternating, `--repeats` times each; the minimum time of each counts
+(least disturbed by other work on the machine). Reports ms per step, tokens/s and the
+fused/eager speedup, plus the largest logit difference between the two. Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--quantizations", default="none,int8,int4")
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--context", type=int, default=256, help="tokens already in the cache")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench_results/decode_step.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from warpserve.bench.report import environment
+    from warpserve.config import CacheConfig, ModelConfig
+    from warpserve.engine.setup import load_model
+    from warpserve.layers import paged_kernel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rows = []
+    for quantization in args.quantizations.split(","):
+        loaded = load_model(
+            ModelConfig(model=args.model, quantization=quantization), CacheConfig(memory_gib=0.1)
+        )
+        for batch in batch_sizes:
+            row = _measure(loaded.model, batch, args, paged_kernel.load(), torch)
+            row["quantization"] = quantization
+            rows.append(row)
+            print(
+                f"{quantization:>5} B={batch:<3} eager {row['eager_ms']:.2f} ms  "
+                f"fused {row['fused_ms']:.2f} ms  x{row['speedup']:.2f}  "
+                f"max |dlogit| {row['max_abs_logit_diff']:.1e}",
+                flush=True,
+            )
+    result = {
+        "environment": environment(),
+        "config": {k: getattr(args, k) for k in ("model", "context", "threads", "repeats", "seed")},
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _measure(model, batch: int, args, decode_kernel, torch) -> dict:
+    from warpserve.layers.attention import AttentionMetadata
+    from warpserve.runner.fused_decode import FusedDecoder
+    from warpserve.runner.model_runner import _allocate_kv
+
+    block_size = 16
+    blocks_per_seq = -(-(args.context + 1) // block_size)
+    kv_caches = _allocate_kv(model, batch * blocks_per_seq, block_size)
+    generator = torch.Generator().manual_seed(args.seed)
+    for kv in kv_caches:  # a filled cache: attention reads real-looking values
+        kv.normal_(generator=generator)
+    fused = FusedDecoder.build(model, kv_caches)
+    if fused is None:
+        raise RuntimeError("the fused decoder cannot run this model (see the log)")
+    tables = torch.arange(batch * blocks_per_seq).view(batch, blocks_per_seq)
+    position = args.context
+    token_ids = torch.randint(0, model.config.vocab_size, (batch,), generator=generator)
+    positions = torch.full((batch,), position)
+    lens = positions + 1
+    slots = tables[:, position // block_size] * block_size + position % block_size
+    all_rows = torch.arange(batch)
+    meta = AttentionMetadata(
+        slot_mapping=slots,
+        num_decode_tokens=batch,
+        decode_block_tables=tables,
+        decode_context_lens=lens,
+        decode_mask=None,
+        prefills=[],
+        decode_kernel=decode_kernel,
+    )
+
+    @torch.inference_mode()
+    def eager():
+        return model.compute_logits(model(token_ids, positions, kv_caches, meta))
+
+    def fused_step():
+        return fused(token_ids, positions, slots, tables, lens, all_rows)
+
+    diff = float((eager() - fused_step()).abs().max())
+    times = {"eager": [], "fused": []}
+    for _ in range(args.repeats):
+        for name, fn in (("eager", eager), ("fused", fused_step)):
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    eager_s, fused_s = min(times["eager"]), min(times["fused"])
+    return {
+        "batch_size": batch,
+        "eager_ms": eager_s * 1e3,
+        "fused_ms": fused_s * 1e3,
+        "eager_tokens_per_s": batch / eager_s,
+        "fused_tokens_per_s": batch / fused_s,
+        "speedup": eager_s / fused_s,
+        "max_abs_logit_diff": diff,
+    }
