@@ -31,6 +31,11 @@ class Tokenizer:
             raise ValueError(f"{name}: a fast tokenizer (tokenizer.json) is needed, got {type(hf)}")
         self.hf = hf
         self.name = name
+        # Decoding runs once or twice per generated token: straight to the Rust tokenizer
+        # when Transformers would add nothing to its result (no space clean-up).
+        rust = getattr(hf, "_tokenizer", None)
+        clean_up = bool(getattr(hf, "clean_up_tokenization_spaces", False))
+        self._rust_decode = None if rust is None or clean_up else rust.decode
         generation_config = generation_config or {}
         self.eos_token_ids: frozenset[int] = frozenset(
             _ids(hf.eos_token_id) | _ids(generation_config.get("eos_token_id"))
@@ -68,6 +73,8 @@ class Tokenizer:
         return batch["input_ids"]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        if self._rust_decode is not None:
+            return cast(str, self._rust_decode(list(ids), skip_special_tokens=skip_special_tokens))
         return cast(str, self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
