@@ -112,6 +112,7 @@ def llamacpp_rows(llamacpp: dict[str, Any], concurrency: int) -> list[dict]:
                 "generated_tokens_per_s": result["generated_tokens_per_s"],
                 "decode_tokens_per_s": single["decode_tokens_per_s"],
                 "ttft_p50_s": result["ttft_s"]["p50"],
+                "cores_used": result.get("cores_used"),
                 "perplexity": per_type[quant].get("perplexity"),
                 "requantized_from": per_type[quant]["variant"]["requantized_from"],
             }
@@ -193,8 +194,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['perplexity']['num_scored_tokens']} WikiText-2 tokens.",
         "",
         "| rung | system | generated tok/s | 1-stream decode tok/s | TTFT p50 (s) | vs rung 0 "
-        "| vs previous | perplexity vs fp32 | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| vs previous | perplexity vs fp32 | CPU cores used | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rungs"] + results["llamacpp_rows"]:
         lines.append(_table_row(r))
@@ -207,7 +208,7 @@ def markdown(results: dict[str, Any]) -> str:
 def _table_row(r: dict) -> str:
     rung = "-" if r["rung"] is None else str(r["rung"])
     if "error" in r:
-        return f"| {rung} | {r['name']} | failed | | | | | | {r['error'][:120]} |"
+        return f"| {rung} | {r['name']} | failed | | | | | | | {r['error'][:120]} |"
     delta = r.get("perplexity_delta")
     notes = list(r.get("notes", []))
     if r.get("requantized_from"):
@@ -216,7 +217,8 @@ def _table_row(r: dict) -> str:
         f"| {rung} | {r['name']} | {r['generated_tokens_per_s']:.1f} | "
         f"{_num(r['decode_tokens_per_s'], '.1f')} | {_num(r['ttft_p50_s'], '.3f')} | "
         f"{_speedup(r['speedup_vs_rung0'])} | {_speedup(r.get('speedup_vs_previous'))} | "
-        f"{'-' if delta is None else f'{delta:+.2%}'} | {'; '.join(notes)} |"
+        f"{'-' if delta is None else f'{delta:+.2%}'} | {_num(r.get('cores_used'), '.2f')} | "
+        f"{'; '.join(notes)} |"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,11 +183,13 @@ class Ladder:
 
     def run_rung(self, rung: int, measure_rung: Callable[[Ladder], dict]) -> None:
         logger.info("rung %d: %s", rung, RUNG_NAMES[rung])
+        load_average = os.getloadavg()[0]
         try:
             self.rows[rung] = measure_rung(self)
         except Exception as exc:  # one failed rung must not lose the others' numbers
             logger.exception("rung %d failed", rung)
             self.rows[rung] = {"rung": rung, "name": RUNG_NAMES[rung], "error": repr(exc)}
+        self.rows[rung]["load_average_at_start"] = load_average
 
 
 # -- prompts ----------------------------------------------------------------------------
@@ -255,6 +258,7 @@ def row(
         "generated_tokens_per_s": headline.generated_tokens_per_s,
         "decode_tokens_per_s": single.decode_tokens_per_s if single else None,
         "ttft_p50_s": headline.ttft_s["p50"],
+        "cores_used": headline.cores_used,
         "perplexity": perplexity,
         "workload": headline.summary(),
         "single_stream": single.summary() if single else None,

@@ -27,6 +27,9 @@ class RunResult:
     elapsed_s: float  # wall clock of the whole workload
     ttft_s: dict[str, float]  # percentiles over requests
     decode_tokens_per_s: float | None  # single stream only: prompt processing excluded
+    # CPU seconds of this process per wall second while it ran: close to the thread count
+    # on an idle machine, lower when other processes took cores (or in serial sections).
+    cores_used: float
     token_ids: list[list[int]] = field(default_factory=list, repr=False)  # per request
 
     @property
@@ -43,6 +46,7 @@ class RunResult:
             "generated_tokens_per_s": self.generated_tokens_per_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "ttft_s": self.ttft_s,
+            "cores_used": self.cores_used,
         }
 
 
@@ -68,7 +72,7 @@ def run_engine(engine, prompts: list[list[int]], output_len: int, concurrency: i
     token_times: dict[str, list[float]] = {}
     outputs: dict[str, list[int]] = {}
     pending = list(enumerate(prompts))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while pending or engine.has_unfinished_requests():
         while pending and len(submitted) - len(outputs) < concurrency:
             index, prompt = pending.pop(0)
@@ -82,6 +86,7 @@ def run_engine(engine, prompts: list[list[int]], output_len: int, concurrency: i
             if out.finished:
                 outputs[out.request_id] = list(out.outputs[0].token_ids)
     elapsed = time.perf_counter() - started
+    cores_used = (time.process_time() - cpu_started) / elapsed
     ids = list(submitted)
     ttft = [token_times[r][0] - submitted[r] for r in ids]
     return RunResult(
@@ -94,6 +99,7 @@ def run_engine(engine, prompts: list[list[int]], output_len: int, concurrency: i
         decode_tokens_per_s=_decode_rate([token_times[r] for r in ids])
         if concurrency == 1
         else None,
+        cores_used=cores_used,
         token_ids=[outputs[r] for r in ids],
     )
 
@@ -117,6 +123,7 @@ def run_hf(hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: 
     _generate(hf, prompts[0][:8], 2, use_cache)  # warm-up
     ttft: list[float] = []
     total_s, num_tokens, token_ids = 0.0, 0, []
+    loop_started, cpu_started = time.perf_counter(), time.process_time()
     for prompt in prompts:
         started = time.perf_counter()
         _generate(hf, prompt, 1, use_cache)
@@ -126,6 +133,7 @@ def run_hf(hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: 
         total_s += time.perf_counter() - started
         token_ids.append(out)
         num_tokens += len(out)
+    cores_used = (time.process_time() - cpu_started) / (time.perf_counter() - loop_started)
     decode_s = total_s - sum(ttft)
     return RunResult(
         num_requests=len(prompts),
@@ -135,6 +143,7 @@ def run_hf(hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: 
         elapsed_s=total_s,
         ttft_s=percentiles(ttft),
         decode_tokens_per_s=(num_tokens - len(prompts)) / decode_s if decode_s > 0 else None,
+        cores_used=cores_used,
         token_ids=token_ids,
     )
 

@@ -259,7 +259,7 @@ def measure_single(
     with open_context(gguf, threads, num_ctx) as context:
         _prefill(context, {0: prompts[0][:8]})  # warm-up
         ttft, decode_s, token_ids = [], 0.0, []
-        started_all = time.perf_counter()
+        started_all, cpu_started = time.perf_counter(), time.process_time()
         for prompt in prompts:
             context.clear()
             started = time.perf_counter()
@@ -272,6 +272,7 @@ def measure_single(
             decode_s += time.perf_counter() - first_at
             token_ids.append(tokens)
         elapsed = time.perf_counter() - started_all
+        cores_used = (time.process_time() - cpu_started) / elapsed
     num_tokens = sum(map(len, token_ids))
     return {
         "num_requests": len(prompts),
@@ -282,6 +283,7 @@ def measure_single(
         "generated_tokens_per_s": num_tokens / elapsed,
         "decode_tokens_per_s": (num_tokens - len(prompts)) / decode_s if decode_s else None,
         "ttft_s": percentiles(ttft),
+        "cores_used": cores_used,  # llama.cpp's threads spin while they wait: busy != useful
         "token_ids": token_ids,
     }
 
@@ -295,7 +297,7 @@ def measure_batched(
     with open_context(gguf, threads, num_ctx, num_seqs=num_seqs) as context:
         _prefill(context, {0: prompts[0][:8]})  # warm-up
         context.clear()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         first = _prefill(context, dict(enumerate(prompts)))
         first_at = time.perf_counter()
         tokens = {seq: [tok] for seq, tok in first.items()}
@@ -304,6 +306,7 @@ def measure_batched(
             for seq in range(num_seqs):
                 tokens[seq].append(context.argmax(seq))
         elapsed = time.perf_counter() - started
+        cores_used = (time.process_time() - cpu_started) / elapsed
     num_tokens = sum(map(len, tokens.values()))
     return {
         "num_requests": num_seqs,
@@ -315,6 +318,7 @@ def measure_batched(
         "decode_tokens_per_s": None,
         # Every prompt is processed before the first decode step: TTFT is the same for all.
         "ttft_s": percentiles([first_at - started] * num_seqs),
+        "cores_used": cores_used,
         "token_ids": [tokens[s] for s in range(num_seqs)],
     }
 
