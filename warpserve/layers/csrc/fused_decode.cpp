@@ -422,9 +422,14 @@ void attend_avx2(const float* q, const float* k_cache, const float* v_cache,
                  int64_t D, int64_t G, int64_t kv_head, float scale, float* scores,
                  float* out) {
   const int64_t stride = num_kv_heads * D, nv = D / 8;
-  auto key = [&](const float* cache, int64_t t) {
-    return cache + (table[t / block_size] * block_size + t % block_size) * stride + kv_head * D;
-  };
+  // Row offsets of the n positions, once (block_size is a power of two: no division in
+  // the loops below, which read every key G times and every value D / 8 times).
+  static thread_local std::vector<int64_t> rows;
+  if (static_cast<int64_t>(rows.size()) < n) rows.resize(n);
+  const int shift = __builtin_ctzll(static_cast<unsigned long long>(block_size));
+  for (int64_t t = 0; t < n; ++t)
+    rows[t] = ((table[t >> shift] << shift) + (t & (block_size - 1))) * stride + kv_head * D;
+  auto key = [&](const float* cache, int64_t t) { return cache + rows[t]; };
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int64_t g = 0; g < G; ++g) {
     const float* qg = q + g * D;
@@ -554,6 +559,9 @@ class FusedModel {
     TORCH_CHECK(kv_cache.scalar_type() == torch::kFloat32 && kv_cache.is_contiguous() &&
                     kv_cache.dim() == 5,
                 "kv_cache must be a contiguous float32 [2, blocks, block_size, Hkv, D]");
+    const int64_t block_size = kv_cache.size(2);
+    TORCH_CHECK(block_size > 0 && (block_size & (block_size - 1)) == 0,
+                "block_size must be a power of two");
     layers_.push_back({contig_f32(in_norm), contig_f32(post_norm), kv_cache, qkv, o, gate_up,
                        down});
   }
