@@ -124,13 +124,30 @@ def decode_backend_ran(requested: str, warnings: list[str]) -> str:
     return f"eager (fallback: {'; '.join(fallback)})" if fallback else "fused"
 
 
+def _fused_perplexity(ladder: Ladder, model) -> float | None:
+    """Perplexity of what the fused kernel computes (its weight formats and attention), or
+    None when it cannot run the model. Greedy tokens may differ from rung 4's eager
+    quantized kernels (e.g. int4 with bfloat16 scales) while this stays within budget."""
+    from warpserve.quant.perplexity import perplexity
+    from warpserve.runner.fused_decode import fused_logits_fn
+
+    logits_fn = fused_logits_fn(model, ladder.eval_config.window_tokens)
+    if logits_fn is None:
+        return None
+    return perplexity(logits_fn, ladder.ppl_token_ids, ladder.eval_config).perplexity
+
+
 def _rung5(ladder: Ladder) -> dict:
     notes: list[str] = []
     quantization = _quantization(ladder, notes)
     config = ladder.engine_config(quantization=quantization, decode_backend="fused")
     measured = ladder.measure(config, single=True, concurrent=True)
     ran = decode_backend_ran("fused", measured.notes)
-    ppl = ladder.perplexity(ladder.loaded(config.model).model).perplexity
+    ppl = _fused_perplexity(ladder, ladder.loaded(config.model).model)
+    if ppl is None:
+        ppl = ladder.perplexity(ladder.loaded(config.model).model).perplexity
+    else:
+        notes.append("perplexity through the fused kernel")
     ladder.tokens_by_rung[5] = measured
     assert measured.concurrent is not None
     return row(
