@@ -2,9 +2,10 @@
 
 One run, one seeded workload, both systems in the same process with the same threads:
 - short: N WikiText cuts of 8-64 words, sentences/s at batch 32 (sentence-transformers'
-  own `encode`, which also sorts by length; warpserve's service, whose batcher groups by
-  token count), both given the same chunks of `--chunk` texts, interleaved chunk by
-  chunk, the fastest of `--rounds` kept per chunk;
+  own `encode` with batch_size 32, which also sorts by length; warpserve's service, as it
+  serves: its batcher groups by token count into forward passes of at most 32 rows and
+  its token budget, `BatcherConfig.max_batch_tokens`), both given the same chunks of
+  `--chunk` texts, interleaved chunk by chunk, the fastest of `--rounds` kept per chunk;
 - long: M cuts of exactly `--long-tokens` tokens (about 256), same measure;
 - batch 1: p50 / p99 latency of single-sentence calls, systems interleaved per sentence;
 - accuracy: Spearman correlation with the gold scores of STS-B dev (all pairs by default)
@@ -107,7 +108,6 @@ class _Warpserve:
 
         batcher = BatcherConfig(
             max_batch_size=args.batch_size,
-            max_batch_tokens=args.batch_size * 512,  # rows, not tokens, bound the batch here
             max_queued_texts=1_000_000,  # whole workloads (all of STS-B: 3,000) go in at once
         )
         # no tokenizer cache: rounds repeat the same texts, and sentence-transformers has none

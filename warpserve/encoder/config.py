@@ -25,7 +25,12 @@ class AccuracyBudget:
 class BatcherConfig:
     """The dynamic batcher in front of the encoder session."""
 
-    max_batch_tokens: int = 8192  # padded tokens (rows x longest row) per forward pass
+    # padded tokens (rows x longest row) per forward pass. Small on purpose: on this CPU
+    # (1 MiB L2 per core) all-MiniLM-L6-v2 int8 runs 1.3x more sentences/s per thread
+    # in passes of ~256 tokens than in batches of 32 short sentences (~1,400 tokens), and
+    # 1.2x more on 256-token texts one at a time than 8 together: the activations stay
+    # in cache. Passes of 128 tokens lose it again to per-call overhead.
+    max_batch_tokens: int = 256
     max_batch_size: int = 32  # rows per forward pass
     # how long the oldest waiting text may wait for company; 0: run as soon as the model is
     # free (batches still form from whatever arrived during the previous pass)
@@ -39,7 +44,7 @@ class BatcherConfig:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if self.max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be >= 1, e.g. 8192")
+            raise ValueError("max_batch_tokens must be >= 1, e.g. 256")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
         if self.max_queued_texts < 1:
