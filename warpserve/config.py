@@ -47,7 +47,14 @@ class ModelConfig:
     model: str = "smollm2-135m-instruct"  # a short name, a local folder or a .gguf file
     dtype: str = "float32"  # float32 | bfloat16
     max_model_len: int | None = None  # None: the model's own context length
-    num_threads: int | None = None  # torch intra-op threads; None: all cores
+    num_threads: int | None = None  # torch intra-op threads; None: all cores, see below
+    # With num_threads None, the serving engine (AsyncLLM) runs steps of at most
+    # few_seqs_max sequences on few_seqs_num_threads threads and bigger ones on all
+    # cores: the HTTP front end shares the cores, and a few streams decode faster on one
+    # thread than on two, many faster on two (docs/ARCHITECTURE.md, "Threads and
+    # placement"). An explicit num_threads is used for every step.
+    few_seqs_num_threads: int = 1
+    few_seqs_max: int = 4
     force_fallback: bool = False  # run through Transformers even if a native class exists
     # Decode attention: "kernel" (C++, reads K/V in place), "sdpa" (gather + torch SDPA),
     # or "auto" (the kernel when it builds, else sdpa).
@@ -62,6 +69,10 @@ class ModelConfig:
     decode_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1, or None for all cores")
+        if self.few_seqs_num_threads < 1 or self.few_seqs_max < 0:
+            raise ValueError("few_seqs_num_threads must be >= 1 and few_seqs_max >= 0")
         if self.decode_backend not in ("auto", "eager", "fused"):
             raise ValueError("decode_backend must be 'auto', 'eager' or 'fused'")
         if self.quantization not in ("none", "int8", "int4", "w8a8", "int8-mixed"):

@@ -54,7 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TOKEN_ID:BIAS[,...] sent as logit_bias, e.g. the EOS id:-100 for servers "
         "without ignore_eos (llama-cpp-python)",
     )
-    parser.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="requests sent before measuring, as many at once as the highest concurrency",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     parser.add_argument("--text", default=None, help="prompt corpus (default: WikiText-2)")
     parser.add_argument("--output", default="bench-serve.json", help="JSON report path")
@@ -76,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         logit_bias=_logit_bias(args.logit_bias),
     )
-    if args.warmup:
-        asyncio.run(run_concurrency(target, specs[: args.warmup], 1))
     mode, levels = (
         ("rate", _floats(args.rate)) if args.rate else ("concurrency", _ints(args.concurrency))
     )
+    if args.warmup:
+        # at the highest load, so that batch shapes and cache memory the run will use have
+        # been used once on every server alike (a cold first level measured ~1.5x slower)
+        warm = int(max(levels)) if mode == "concurrency" else 1
+        asyncio.run(run_concurrency(target, specs[: args.warmup], min(warm, args.warmup)))
     results = []
     for level in levels:
         summary = asyncio.run(_run_level(target, specs, mode, level, args.seed))

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from warpserve.config import EngineConfig
 from warpserve.engine.llm_engine import LLMEngine
 from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError, EngineStats
+from warpserve.engine.threads import ThreadPolicy, ThreadSetter
 from warpserve.outputs import RequestOutput
 from warpserve.request import SamplingParams
 from warpserve.scheduler.scheduler import QueueFullError
@@ -45,8 +47,9 @@ class _Abort:
 
 
 class AsyncLLM:
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, threads: ThreadSetter | None = None) -> None:
         self.engine = engine
+        self._threads = threads  # None: torch's thread count stays as the caller left it
         self.tokenizer = engine.tokenizer
         self.model_name = engine.model_name
         self.max_model_len = engine.max_model_len
@@ -62,7 +65,9 @@ class AsyncLLM:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AsyncLLM:
-        return cls(LLMEngine.from_config(config))
+        engine = LLMEngine.from_config(config)
+        num_cores = os.cpu_count() or 1
+        return cls(engine, ThreadSetter(ThreadPolicy.from_config(config.model, num_cores)))
 
     # -- EngineClient ---------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class AsyncLLM:
             self._fail_all(EngineDeadError(f"engine loop died: {exc}"))
 
     def _step(self) -> None:
+        if self._threads is not None:  # the last step's counts: the next step is alike
+            self._threads.before_step(self._stats.num_running + self._stats.num_waiting)
         outputs = self.engine.step()
         self.last_step_at = time.monotonic()
         self._stats = self.engine.stats()
