@@ -54,13 +54,15 @@ def build_tokenizer(folder: Path):
 def build_tiny_llama(folder: Path, vocab_size: int, eos_id: int, seed: int = 0, **overrides):
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size,
+    shape = dict(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+    )
+    config = LlamaConfig(
+        vocab_size=vocab_size,
         max_position_embeddings=512,
         # A wide init gives peaked next-token distributions, so greedy decoding has clear
         # winners and batch-size-dependent rounding cannot flip a token.
@@ -68,7 +70,7 @@ def build_tiny_llama(folder: Path, vocab_size: int, eos_id: int, seed: int = 0, 
         tie_word_embeddings=False,
         eos_token_id=eos_id,
         bos_token_id=0,
-        **overrides,
+        **{**shape, **overrides},
     )
     config.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)

@@ -169,6 +169,33 @@ def test_fused_logits_fn_matches_eager_forward(tiny_llama_dir, ext) -> None:
     assert abs(fused.perplexity / eager.perplexity - 1) < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("hidden", "heads", "kv_heads"),
+    [(128, 2, 1), (80, 2, 2), (96, 4, 2)],  # head_dim 64 (unrolled), 40 (any D % 8), 24
+)
+def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext) -> None:
+    """Each vectorized attention path (register-blocked head_dim 64, any head_dim % 8, and
+    the scalar one) scores what the eager model scores, over contexts of 1..96 keys (every
+    tail of the 8-key and 2-position loops)."""
+    from warpserve.quant.perplexity import EvalConfig, perplexity
+    from warpserve.runner.fused_decode import fused_logits_fn
+
+    from ..conftest import build_tiny_llama, build_tokenizer
+
+    tokenizer = build_tokenizer(tmp_path)
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    build_tiny_llama(
+        tmp_path, len(tokenizer), eos_id, hidden_size=hidden, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, intermediate_size=2 * hidden,
+    )  # fmt: skip
+    loaded = load_model(ModelConfig(model=str(tmp_path)), CACHE)
+    ids = torch.tensor([t for p in prompts(8) for t in p])
+    config = EvalConfig(num_windows=2, window_tokens=96)
+    eager = perplexity(_eager_logits_fn(loaded.model), ids, config)
+    fused = perplexity(fused_logits_fn(loaded.model, 96), ids, config)
+    assert abs(fused.perplexity / eager.perplexity - 1) < 1e-4
+
+
 def _eager_logits_fn(model):
     """Full-sequence logits from the native model's eager forward (one prefill chunk)."""
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk

@@ -101,6 +101,7 @@ class LLMEngine:
                 kernel,
                 frozenset(self.eos_token_ids),
                 self.max_model_len,
+                fused=self.runner.fused,
             )
         self.groups: dict[str, _RequestGroup] = {}
         self.seq_to_group: dict[str, tuple[_RequestGroup, _Sequence]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -16,10 +17,16 @@ NUM_REPEATS = 2
 
 @torch.inference_mode()
 def measure_step_cost(
-    model: nn.Module, kv_caches: list[torch.Tensor], block_size: int, decode_kernel: object
+    model: nn.Module,
+    kv_caches: list[torch.Tensor],
+    block_size: int,
+    decode_kernel: object,
+    fused: Callable[..., torch.Tensor] | None = None,
 ) -> StepCost:
     """The best of NUM_REPEATS timed steps (after one warm-up) of each size in NUM_TOKENS:
     decode rows at short contexts, with logits for every row, as a verify step has.
+    fused: the runner's fused decoder, if decode rows run through it (its cost curve is
+    much flatter at few rows than the eager modules').
 
     Runs before any request: it writes K/V into the first blocks, which are free and
     rewritten before anyone reads them.
@@ -31,18 +38,30 @@ def measure_step_cost(
     for num_tokens in NUM_TOKENS:
         chunks = [Chunk([0], i % max_context, block_ids) for i in range(num_tokens)]
         inputs = build_inputs(chunks, block_size, decode_kernel)
-        seconds.append(_best_time(model, kv_caches, inputs))
+        seconds.append(_best_time(model, kv_caches, inputs, fused))
     # Noise must not make a bigger step look cheaper: keep the curve non-decreasing.
     for i in range(1, len(seconds)):
         seconds[i] = max(seconds[i], seconds[i - 1])
     return StepCost(NUM_TOKENS, tuple(seconds))
 
 
-def _best_time(model: nn.Module, kv_caches: list[torch.Tensor], inputs) -> float:
+def _best_time(model: nn.Module, kv_caches: list[torch.Tensor], inputs, fused) -> float:
+    meta = inputs.meta
+    all_rows = torch.arange(len(inputs.input_ids))
     best = float("inf")
     for _ in range(NUM_REPEATS + 1):  # the first run warms up
         started = time.perf_counter()
-        hidden = model(inputs.input_ids, inputs.positions, kv_caches, inputs.meta)
-        model.compute_logits(hidden)
+        if fused is not None:
+            fused(
+                inputs.input_ids,
+                inputs.positions,
+                meta.slot_mapping,
+                meta.decode_block_tables,
+                meta.decode_context_lens,
+                all_rows,
+            )
+        else:
+            hidden = model(inputs.input_ids, inputs.positions, kv_caches, meta)
+            model.compute_logits(hidden)
         best = min(best, time.perf_counter() - started)
     return best

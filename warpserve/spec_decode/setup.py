@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -24,13 +26,17 @@ def build_speculator(
     eos_token_ids: frozenset[int],
     max_model_len: int,
     step_cost: StepCost | None = None,
+    fused: Callable[..., torch.Tensor] | None = None,
 ) -> Speculator:
-    """step_cost: the target's measured step cost (None: measured here, ~10 forwards)."""
+    """step_cost: the target's measured step cost (None: measured here, ~10 forwards,
+    through `fused` (the runner's fused decoder) when decode rows run there)."""
     proposer = build_proposer(
         config, target, target_kv_caches, block_size, decode_kernel, max_model_len
     )
     if step_cost is None:
-        step_cost = measure_step_cost(target, target_kv_caches, block_size, decode_kernel)
+        step_cost = measure_step_cost(
+            target, target_kv_caches, block_size, decode_kernel, fused
+        )
     policy = DraftLengthPolicy(
         config.num_speculative_tokens, config.adaptive, config.method == "auto", step_cost
     )

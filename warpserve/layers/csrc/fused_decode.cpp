@@ -414,79 +414,144 @@ inline __m256 hsum8(const __m256* a) {
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
+// Scores of 8 keys against one query head: 8 independent dot products, 8 dimensions at
+// a time, so 8 FMA chains are in flight (one chain per key would wait on FMA latency).
+template <int NV>
+inline __m256 scores8(const float* q, const float* const* k) {
+  __m256 acc[8];
+  const __m256 q0 = _mm256_loadu_ps(q);
+  _Pragma("GCC unroll 8") for (int j = 0; j < 8; ++j) acc[j] = _mm256_mul_ps(q0, _mm256_loadu_ps(k[j]));
+  _Pragma("GCC unroll 16") for (int i = 1; i < NV; ++i) {
+    const __m256 qi = _mm256_loadu_ps(q + 8 * i);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; ++j)
+      acc[j] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k[j] + 8 * i), acc[j]);
+  }
+  return hsum8(acc);
+}
+
+// o[0..W*8) = sum_t p[t] * v_t[0..W*8) for W vectors of 8 dimensions: W independent
+// chains, two positions per iteration (2W chains) so that FMA latency is hidden.
+template <int W>
+inline void weighted_sum(const float* p, const float* v_cache, const int64_t* rows,
+                         int64_t n, int64_t offset, float* out) {
+  __m256 a[2][W];
+  _Pragma("GCC unroll 8") for (int w = 0; w < W; ++w) a[0][w] = a[1][w] = _mm256_setzero_ps();
+  int64_t t = 0;
+  for (; t + 2 <= n; t += 2) {
+    const float* v0 = v_cache + rows[t] + offset;
+    const float* v1 = v_cache + rows[t + 1] + offset;
+    const __m256 p0 = _mm256_broadcast_ss(p + t), p1 = _mm256_broadcast_ss(p + t + 1);
+    _Pragma("GCC unroll 8") for (int w = 0; w < W; ++w) {
+      a[0][w] = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + 8 * w), a[0][w]);
+      a[1][w] = _mm256_fmadd_ps(p1, _mm256_loadu_ps(v1 + 8 * w), a[1][w]);
+    }
+  }
+  if (t < n) {
+    const float* v0 = v_cache + rows[t] + offset;
+    const __m256 p0 = _mm256_broadcast_ss(p + t);
+    _Pragma("GCC unroll 8") for (int w = 0; w < W; ++w)
+      a[0][w] = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + 8 * w), a[0][w]);
+  }
+  _Pragma("GCC unroll 8") for (int w = 0; w < W; ++w)
+    _mm256_storeu_ps(out + 8 * w, _mm256_add_ps(a[0][w], a[1][w]));
+}
+
 // attend() for D % 8 == 0: scores for 8 keys at a time (one reduction for 8 dot products),
-// vectorized exp, and the weighted sum of values with the output kept in registers, 8
-// dimensions at a time.
+// vectorized exp, and the weighted sum of values 32 dimensions at a time.
+template <int NV>
 void attend_avx2(const float* q, const float* k_cache, const float* v_cache,
                  const int64_t* table, int64_t n, int64_t block_size, int64_t num_kv_heads,
                  int64_t D, int64_t G, int64_t kv_head, float scale, float* scores,
                  float* out) {
   const int64_t stride = num_kv_heads * D, nv = D / 8;
   // Row offsets of the n positions, once (block_size is a power of two: no division in
-  // the loops below, which read every key G times and every value D / 8 times).
+  // the loops below, which read every key G times and every value G times).
   static thread_local std::vector<int64_t> rows;
   if (static_cast<int64_t>(rows.size()) < n) rows.resize(n);
   const int shift = __builtin_ctzll(static_cast<unsigned long long>(block_size));
   for (int64_t t = 0; t < n; ++t)
     rows[t] = ((table[t >> shift] << shift) + (t & (block_size - 1))) * stride + kv_head * D;
-  auto key = [&](const float* cache, int64_t t) { return cache + rows[t]; };
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int64_t g = 0; g < G; ++g) {
     const float* qg = q + g * D;
     float* s = scores + g * n;
     int64_t t = 0;
     for (; t + 8 <= n; t += 8) {
-      __m256 acc[8];
-      for (int j = 0; j < 8; ++j) {
-        const float* k = key(k_cache, t + j);
-        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(k));
-        for (int64_t i = 1; i < nv; ++i)
-          a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * i), _mm256_loadu_ps(k + 8 * i), a);
-        acc[j] = a;
+      const float* k[8];
+      for (int j = 0; j < 8; ++j) k[j] = k_cache + rows[t + j];
+      __m256 dots;
+      if constexpr (NV > 0) {
+        dots = scores8<NV>(qg, k);
+      } else {  // any D % 8 == 0
+        __m256 acc[8];
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nv; ++i) {
+          const __m256 qi = _mm256_loadu_ps(qg + 8 * i);
+          for (int j = 0; j < 8; ++j)
+            acc[j] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k[j] + 8 * i), acc[j]);
+        }
+        dots = hsum8(acc);
       }
-      _mm256_storeu_ps(s + t, _mm256_mul_ps(hsum8(acc), vscale));
+      _mm256_storeu_ps(s + t, _mm256_mul_ps(dots, vscale));
     }
     for (; t < n; ++t) {
-      const float* k = key(k_cache, t);
+      const float* k = k_cache + rows[t];
       float a = 0.f;
       for (int64_t d = 0; d < D; ++d) a += qg[d] * k[d];
       s[t] = a * scale;
     }
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, s[i]);
+    __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + i));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, vmax);
+    float m = lanes[0];
+    for (int j = 1; j < 8; ++j) m = std::max(m, lanes[j]);
+    for (; i < n; ++i) m = std::max(m, s[i]);
     const __m256 vm = _mm256_set1_ps(m);
     __m256 vsum = _mm256_setzero_ps();
-    int64_t i = 0;
+    i = 0;
     for (; i + 8 <= n; i += 8) {
       const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
       _mm256_storeu_ps(s + i, e);
       vsum = _mm256_add_ps(vsum, e);
     }
     float sum = 0.f;
-    alignas(32) float lanes[8];
     _mm256_store_ps(lanes, vsum);
     for (int j = 0; j < 8; ++j) sum += lanes[j];
     for (; i < n; ++i) {
       s[i] = std::exp(s[i] - m);
       sum += s[i];
     }
-    const float inv = 1.f / sum;
-    for (int64_t j = 0; j < n; ++j) s[j] *= inv;
-  }
-  for (int64_t c = 0; c < nv; ++c) {  // 8 output dimensions of every head of the group
-    __m256 o[64];
-    for (int64_t g = 0; g < G; ++g) o[g] = _mm256_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      const __m256 v = _mm256_loadu_ps(key(v_cache, t) + 8 * c);
-      for (int64_t g = 0; g < G; ++g)
-        o[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + g * n + t), v, o[g]);
-    }
-    for (int64_t g = 0; g < G; ++g) _mm256_storeu_ps(out + g * D + 8 * c, o[g]);
+    const __m256 vinv = _mm256_set1_ps(1.f / sum);
+    i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), vinv));
+    for (; i < n; ++i) s[i] *= 1.f / sum;
+    // Weighted sum of values for this head, 32 dimensions (4 vectors) at a time.
+    float* o = out + g * D;
+    int64_t c = 0;
+    for (; c + 4 <= nv; c += 4) weighted_sum<4>(s, v_cache, rows.data(), n, 8 * c, o + 8 * c);
+    for (; c < nv; ++c) weighted_sum<1>(s, v_cache, rows.data(), n, 8 * c, o + 8 * c);
   }
 }
 #endif
 
 inline float silu(float x) { return x / (1.f + std::exp(-x)); }
+
+// row[i] = silu(row[i]) * row[n + i] for i < n (the gate and up halves of gate_up).
+void silu_mul(float* row, int64_t n) {
+  int64_t i = 0;
+#ifdef WS_AVX2
+  const __m256 one = _mm256_set1_ps(1.f), limit = _mm256_set1_ps(88.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(row + i);
+    const __m256 e = exp256(_mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), x), limit));
+    const __m256 act = _mm256_div_ps(x, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(row + i, _mm256_mul_ps(act, _mm256_loadu_ps(row + n + i)));
+  }
+#endif
+  for (; i < n; ++i) row[i] = silu(row[i]) * row[n + i];
+}
 
 }  // namespace
 
@@ -641,9 +706,12 @@ class FusedModel {
             const float* qh = &qkv[b * qkv_size + kh * G * D];
             float* oh = &attn[b * q_size + kh * G * D];
 #ifdef WS_AVX2
-            if (D % 8 == 0) {
-              attend_avx2(qh, k_cache, v_cache, tables + b * max_blocks, lens[b], block_size,
-                          Hkv, D, G, kh, scale, scores.data(), oh);
+            if (D == 64) {
+              attend_avx2<8>(qh, k_cache, v_cache, tables + b * max_blocks, lens[b],
+                             block_size, Hkv, D, G, kh, scale, scores.data(), oh);
+            } else if (D % 8 == 0) {
+              attend_avx2<0>(qh, k_cache, v_cache, tables + b * max_blocks, lens[b],
+                             block_size, Hkv, D, G, kh, scale, scores.data(), oh);
             } else
 #endif
               attend(qh, k_cache, v_cache, tables + b * max_blocks, lens[b], block_size, Hkv,
@@ -655,10 +723,7 @@ class FusedModel {
       const float* post_w = layer.post_norm.data_ptr<float>();
       for (int64_t b = 0; b < B; ++b) rms_norm(&x[b * H], post_w, H, eps_, &h[b * H]);
       linear(linears_[layer.gate_up], h.data(), H, B, gu.data(), 2 * inter_, false, nt);
-      for (int64_t b = 0; b < B; ++b) {
-        float* row = &gu[b * 2 * inter_];
-        for (int64_t i = 0; i < inter_; ++i) row[i] = silu(row[i]) * row[inter_ + i];
-      }
+      for (int64_t b = 0; b < B; ++b) silu_mul(&gu[b * 2 * inter_], inter_);
       linear(linears_[layer.down], gu.data(), 2 * inter_, B, x.data(), H, true, nt);
     }
 
