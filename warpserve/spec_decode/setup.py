@@ -34,9 +34,7 @@ def build_speculator(
         config, target, target_kv_caches, block_size, decode_kernel, max_model_len
     )
     if step_cost is None:
-        step_cost = measure_step_cost(
-            target, target_kv_caches, block_size, decode_kernel, fused
-        )
+        step_cost = measure_step_cost(target, target_kv_caches, block_size, decode_kernel, fused)
     policy = DraftLengthPolicy(
         config.num_speculative_tokens, config.adaptive, config.method == "auto", step_cost
     )
