@@ -74,8 +74,16 @@ def test_quantization_and_speculation_choices(results):
     chosen = quant["config"]["quantization"]
     within = {p: c for p, c in quant["candidates"].items() if c["within_budget"]}
     assert chosen == max(within, key=lambda p: within[p]["generated_tokens_per_s"])
-    assert rows[5]["config"] == {"quantization": chosen, "decode_backend": "fused"}
+    # Rung 5 measures every preset within budget again, fused, and keeps the fastest there.
+    fused = rows[5]["candidates"] or {rows[5]["config"]["quantization"]: None}
+    assert set(fused) == set(within)
+    fused_within = {p: c for p, c in rows[5]["candidates"].items() if c["within_budget"]}
+    if fused_within:
+        best = max(fused_within, key=lambda p: fused_within[p]["generated_tokens_per_s"])
+        assert rows[5]["config"]["quantization"] == best
+    assert rows[5]["config"]["decode_backend"] == "fused"
     assert rows[5]["decode_backend_ran"]
+    assert spec_quantization(rows[6]) == rows[5]["config"]["quantization"]
     spec = rows[6]
     assert set(spec["candidates"]) == {"ngram", "auto"}
     # Speculation is lossless: greedy tokens equal rung 5's on both workloads.
@@ -93,6 +101,10 @@ def test_llamacpp_rows_skip_cleanly_and_files_are_written(results):
     assert "| 4 | int4 |" in markdown and "| 6 | ngram |" in markdown  # the candidates
     pytest.importorskip("matplotlib")
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def spec_quantization(spec_row) -> str:
+    return spec_row["config"]["quantization"]
 
 
 def _row(rung, rate, system="warpserve", **extra):

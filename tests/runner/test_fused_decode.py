@@ -97,6 +97,20 @@ def test_fp32_greedy_is_identical_to_eager(tiny_llama_dir, eager_tokens, ext) ->
     assert alone == eager_tokens[:3]
 
 
+@pytest.mark.parametrize("block_size", [8, 32])
+def test_other_block_sizes_give_the_same_tokens(tiny_llama_dir, eager_tokens, block_size, ext):
+    """Block tables, slot mapping and the attention's row offsets at other block sizes; the
+    second pass reads its prompts' full blocks from the prefix cache."""
+    config = EngineConfig(
+        model=ModelConfig(model=str(tiny_llama_dir), decode_backend="fused"),
+        cache=CacheConfig(memory_gib=CACHE.memory_gib, block_size=block_size),
+    )
+    engine = LLMEngine.from_config(config)
+    assert engine.runner.fused is not None
+    assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
+    assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
+
+
 def test_speculative_rows_through_fused_decode(tiny_llama_dir, eager_tokens, ext) -> None:
     config = EngineConfig(
         model=ModelConfig(model=str(tiny_llama_dir), decode_backend="fused"),

@@ -223,13 +223,14 @@ def _table_row(r: dict) -> str:
 
 
 def _candidates_table(rows: list[dict]) -> list[str]:
-    """Rung 4's and 6's alternatives, so the choice between them can be checked."""
+    """Rung 4's, 5's and 6's alternatives, so the choice between them can be checked."""
     with_candidates = [r for r in rows if r.get("candidates")]
     if not with_candidates:
         return []
     lines = [
         "",
-        "Candidates (the rung keeps the fastest at the concurrent workload that passes):",
+        "Candidates (the rung keeps the fastest at the concurrent workload that passes;"
+        " rung 4 on the eager backend, rung 5 on the fused one):",
         "",
         "| rung | candidate | generated tok/s | 1-stream decode tok/s | passes | detail |",
         "|---|---|---|---|---|---|",

@@ -49,7 +49,8 @@ class Ladder:
     eval_config: Any  # quant.perplexity.EvalConfig
     reference: Any = None  # PerplexityResult of the fp32 native model
     rows: dict[int, dict] = field(default_factory=dict)
-    chosen_quantization: str | None = None
+    chosen_quantization: str | None = None  # rung 4's choice, then rung 5's
+    quantizations_within_budget: list[str] = field(default_factory=list)  # rung 4's
     tokens_by_rung: dict[int, Measured] = field(default_factory=dict)
     _loaded: tuple[Any, Any] | None = None  # (ModelConfig, LoadedModel)
     _engine: tuple[Any, Any] | None = None  # (EngineConfig, LLMEngine)

@@ -3,7 +3,11 @@ and speculative decoding that must leave rung 5's greedy tokens unchanged.
 
 Each measures its configuration on both workloads (the single-stream prompts one at a
 time, and all prompts at `--concurrency` in flight); the rung's tokens/s is the concurrent
-one, and the choice between candidates (int8 / int4; ngram / auto) is made on it.
+one, and the choice between candidates is made on it: rung 4 picks the fastest preset
+within its perplexity budget on the eager backend, rung 5 measures every preset that
+passed again on the fused backend (the fastest format differs between the two: the eager
+kernels dequantize, the fused ones read the stored bytes) and keeps the fastest whose
+perplexity through the kernel is still within budget, and rung 6 picks ngram or auto.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def _rung4(ladder: Ladder) -> dict:
         raise RuntimeError(f"no quantization preset within its perplexity budget: {candidates}")
     best = max(within, key=lambda p: candidates[p]["generated_tokens_per_s"])
     ladder.chosen_quantization = best
+    ladder.quantizations_within_budget = within
     ladder.tokens_by_rung[4] = measured = measured_by[best]
     assert measured.concurrent is not None
     return row(
@@ -138,29 +143,64 @@ def _fused_perplexity(ladder: Ladder, model) -> float | None:
 
 
 def _rung5(ladder: Ladder) -> dict:
+    from warpserve.quant.perplexity import BUDGETS
+
     notes: list[str] = []
-    quantization = _quantization(ladder, notes)
-    config = ladder.engine_config(quantization=quantization, decode_backend="fused")
-    measured = ladder.measure(config, single=True, concurrent=True)
-    ran = decode_backend_ran("fused", measured.notes)
-    ppl = _fused_perplexity(ladder, ladder.loaded(config.model).model)
-    if ppl is None:
-        ppl = ladder.perplexity(ladder.loaded(config.model).model).perplexity
-    else:
-        notes.append("perplexity through the fused kernel")
-    ladder.tokens_by_rung[5] = measured
+    presets = ladder.quantizations_within_budget or [_quantization(ladder, notes)]
+    candidates: dict[str, dict[str, Any]] = {}
+    measured_by: dict[str, Measured] = {}
+    for preset in presets:
+        config = ladder.engine_config(quantization=preset, decode_backend="fused")
+        measured_by[preset] = measured = ladder.measure(config, single=True, concurrent=True)
+        ran = decode_backend_ran("fused", measured.notes)
+        model = ladder.loaded(config.model).model
+        ppl = _fused_perplexity(ladder, model)
+        through_kernel = ppl is not None
+        if ppl is None:
+            ppl = ladder.perplexity(model).perplexity
+        increase = ppl / ladder.reference.perplexity - 1
+        budget = BUDGETS.get(preset, 0.0)
+        candidates[preset] = {
+            **_rates(measured),
+            "perplexity": ppl,
+            "perplexity_through_kernel": through_kernel,
+            "perplexity_delta": increase,
+            "budget": budget,
+            "within_budget": increase <= budget,
+            "decode_backend_ran": ran,
+            "warnings": measured.notes,
+        }
+        rate = candidates[preset]["generated_tokens_per_s"]
+        logger.info("  %s fused: %.1f tok/s, perplexity %+.2f%%", preset, rate, 100 * increase)
+    within = [p for p, c in candidates.items() if c["within_budget"]]
+    if not within:
+        raise RuntimeError(f"no preset within its perplexity budget when fused: {candidates}")
+    best = max(within, key=lambda p: candidates[p]["generated_tokens_per_s"])
+    ladder.chosen_quantization = best  # rung 6 speculates on top of this configuration
+    ladder.tokens_by_rung[5] = measured = measured_by[best]
     assert measured.concurrent is not None
+    chosen = candidates[best]
+    if chosen["perplexity_through_kernel"]:
+        notes.append("perplexity through the fused kernel")
+    if len(within) > 1:
+        notes.append(f"{best}: fastest fused of {', '.join(within)} within budget")
+    ran = chosen["decode_backend_ran"]
+    compared = same_note(4, ladder.tokens_by_rung.get(4), measured)
+    if best != ladder.rows.get(4, {}).get("config", {}).get("quantization", best):
+        compared += " (a different preset from rung 4's)"
     return row(
         5,
         "warpserve",
         measured.concurrent,
         measured.single,
-        ppl,
-        config={"quantization": quantization, "decode_backend": "fused"},
+        chosen["perplexity"],
+        name=f"{RUNG_NAMES[5]} ({best})",
+        config={"quantization": best, "decode_backend": "fused"},
         decode_backend_ran=ran,
         identical_to_rung4=identical(ladder.tokens_by_rung.get(4), measured),
+        candidates=candidates if len(candidates) > 1 else {},
         warnings=measured.notes,
-        notes=[*notes, f"decode ran: {ran}", same_note(4, ladder.tokens_by_rung.get(4), measured)],
+        notes=[*notes, f"decode ran: {ran}", compared],
     )
 
 

@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=16,
+        help="tokens per KV block; a shared prefix's last partial block is not shared, so "
+        "smaller blocks share more of it",
+    )
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--decode-backend", default="auto", choices=["auto", "fused", "eager"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             num_threads=args.threads,
             decode_backend=args.decode_backend,
         ),
-        cache=CacheConfig(memory_gib=args.kv_cache_gib),
+        cache=CacheConfig(memory_gib=args.kv_cache_gib, block_size=args.block_size),
         scheduler=SchedulerConfig(
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
         ),

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-backend", default=ModelConfig.decode_backend, choices=["auto", "fused", "eager"]
     )
     engine.add_argument("--kv-cache-gib", type=float, default=CacheConfig.memory_gib)
+    engine.add_argument(
+        "--block-size", type=int, default=CacheConfig.block_size, help="tokens per KV block"
+    )
     engine.add_argument("--max-num-seqs", type=int, default=SchedulerConfig.max_num_seqs)
     engine.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
     engine.add_argument("--seed", type=int, default=0)
@@ -95,7 +98,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             quantization=args.quantization,
             decode_backend=args.decode_backend,
         ),
-        cache=CacheConfig(memory_gib=args.kv_cache_gib),
+        cache=CacheConfig(memory_gib=args.kv_cache_gib, block_size=args.block_size),
         scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_waiting=args.max_waiting),
         seed=args.seed,
     )
