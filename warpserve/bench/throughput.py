@@ -159,7 +159,7 @@ def _summary(results: dict) -> str:
     lines.append(
         f"shared {shared['prefix_len']}-token prefix: peak KV blocks "
         f"{shared['caching_on']['peak_kv_blocks']} (caching on) vs "
-        f"{shared['caching_off']['peak_kv_blocks']} (off) = {shared['peak_blocks_ratio']:.2f}; "
+        f"{shared['caching_off']['peak_kv_blocks']} (off) = {shared['peak_blocks_ratio']:.3f}; "
         f"throughput ratio on/off {shared['throughput_ratio']:.2f}"
     )
     return "\n".join(lines)
