@@ -39,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--single-stream-requests", type=int, default=4, help="first N prompts, one at a time"
     )
     parser.add_argument("--naive-requests", type=int, default=2, help="rung 0's requests")
-    parser.add_argument("--naive-output-len", type=int, default=32, help="rung 0's new tokens")
+    parser.add_argument(
+        "--naive-output-len",
+        type=int,
+        default=None,
+        help="rung 0's new tokens (default --output-len; fewer favour rung 0: without a KV "
+        "cache each token recomputes the whole sequence, so short outputs run faster per token)",
+    )
     parser.add_argument(
         "--prompts",
         choices=("grounded", "wikitext"),
