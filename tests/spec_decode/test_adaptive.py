@@ -89,20 +89,41 @@ def test_acceptance_counts_only_tried_drafts() -> None:
 def test_observed_steps_correct_the_start_up_curve() -> None:
     observed = ObservedStepCost(CPU)
     assert observed.seconds_for(9) == pytest.approx(CPU.seconds_for(9))
-    for _ in range(30):
-        observed.observe(9, 2 * CPU.seconds_for(9))  # long contexts: verify steps cost 2x
-    assert observed.seconds_for(9) == pytest.approx(2 * CPU.seconds_for(9), rel=1e-3)
-    assert observed.seconds_for(64) == pytest.approx(2 * CPU.seconds_for(64), rel=1e-3)
-    observed.observe(1, CPU.seconds_for(1))  # plain decodes as measured at start-up
-    assert observed.seconds_for(1) == pytest.approx(CPU.seconds_for(1))
-    assert observed.seconds_for(2) == pytest.approx(CPU.seconds_for(2))  # nearest: 1
+    for _ in range(60):  # a fixed 10 ms per step that start-up did not see
+        for num_tokens in (1, 5, 9):
+            observed.observe(num_tokens, CPU.seconds_for(num_tokens) + 0.010)
+    for num_tokens in (1, 2, 9, 64):
+        assert observed.seconds_for(num_tokens) == pytest.approx(
+            CPU.seconds_for(num_tokens) + 0.010, rel=1e-3
+        )
+    for _ in range(60):  # and 2 ms per row: attention over long contexts
+        for num_tokens in (1, 5, 9):
+            observed.observe(num_tokens, CPU.seconds_for(num_tokens) + 0.010 + 0.002 * num_tokens)
+    # The ridge shrinks the per-row term a little; it is still most of it.
+    assert observed.correction()[1] == pytest.approx(0.002, rel=0.3)
+    assert observed.seconds_for(64) > CPU.seconds_for(64) + 0.010 + 0.001 * 64
 
 
-def test_expensive_verify_steps_turn_auto_off() -> None:
-    p = with_rate(policy(), 2)
-    assert p.num_drafts("r", 8, batch_size=8, draft_s=0.0) > 0
-    p.step_cost.observe(8, CPU.seconds_for(8))  # plain steps cost what start-up measured
-    for num_tokens in (16, 32, 64, 128):
-        for _ in range(30):
-            p.step_cost.observe(num_tokens, 3 * CPU.seconds_for(num_tokens))
-    assert p.num_drafts("r", 8, batch_size=8, draft_s=0.0) == 0
+def test_one_slow_step_does_not_lock_in_short_drafts() -> None:
+    """A slow outlier at one size shifts every size's prediction alike, and fades: the
+    policy goes back to long drafts (a per-size correction stayed stuck at one draft,
+    since the slow size was never run again)."""
+    p = with_rate(policy(can_skip=False), 5)
+    assert p.num_drafts("r", 8, batch_size=1, draft_s=0.0) == 8
+    p.step_cost.observe(9, 10 * CPU.seconds_for(9))  # a pause: clipped to 3x
+    for _ in range(40):
+        num = p.num_drafts("r", 8, batch_size=1, draft_s=0.0)
+        p.step_cost.observe(1 + num, CPU.seconds_for(1 + num))
+    assert p.num_drafts("r", 8, batch_size=1, draft_s=0.0) == 8
+
+
+def test_expensive_verify_rows_shorten_drafts() -> None:
+    p = with_rate(policy(), 3)  # a rate of about 0.76
+    before = p.num_drafts("r", 8, batch_size=8, draft_s=0.0)
+    # Every row costs 12 ms more than at start-up (attention over long contexts): the
+    # rows a draft adds to a batch of 8 are dearer, so fewer drafts pay.
+    for _ in range(10):
+        for num_tokens in (8, 16, 32, 64):
+            p.step_cost.observe(num_tokens, CPU.seconds_for(num_tokens) + 0.012 * num_tokens)
+    assert p.step_cost.correction()[1] == pytest.approx(0.012, rel=0.1)
+    assert 0 < p.num_drafts("r", 8, batch_size=8, draft_s=0.0) < before

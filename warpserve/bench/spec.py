@@ -224,6 +224,8 @@ class _Tally:
     num_draft_tokens: int = 0
     num_accepted: int = 0
     batch_tokens_per_s: list[float] = field(default_factory=list)  # per batch, best repeat
+    decode_tokens: int = 0  # tokens after each request's first, from the best repeat
+    decode_seconds: float = 0.0  # first token -> finish, summed over requests, best repeat
 
 
 def _run_workload(
@@ -232,33 +234,38 @@ def _run_workload(
     tallies = {method: _Tally() for method in engines}
     batches = [prompts[i : i + width] for i in range(0, len(prompts), width)]
     for index, batch in enumerate(batches):
-        best: dict[str, float] = {}
+        best: dict[str, tuple[float, int, float]] = {}  # (seconds, decode tokens, decode s)
         for repeat in range(repeats):
             methods = list(engines)
             # Rotate the order so that no method always runs first after a prompt change.
             shift = (index + repeat) % len(methods)
             for method in methods[shift:] + methods[:shift]:
-                seconds = _run_batch(engines[method], batch, max_tokens, tallies[method], repeat)
-                best[method] = min(best.get(method, seconds), seconds)
+                run = _run_batch(engines[method], batch, max_tokens, tallies[method], repeat)
+                best[method] = min(best.get(method, run), run)
         for method, tally in tallies.items():
-            tally.seconds += best[method]
+            tally.seconds += best[method][0]
+            tally.decode_tokens += best[method][1]
+            tally.decode_seconds += best[method][2]
             tally.batch_tokens_per_s.append(
-                sum(map(len, tally.token_ids[-len(batch) :])) / best[method]
+                sum(map(len, tally.token_ids[-len(batch) :])) / best[method][0]
             )
             logger.info("  batch %d %s: %.1f tok/s", index, method, tally.batch_tokens_per_s[-1])
-    return {m: _result(t, tallies["none"]) for m, t in tallies.items()}
+    return {m: _result(t, tallies["none"], width) for m, t in tallies.items()}
 
 
 def _run_batch(
     engine, batch: list[list[int]], max_tokens: int, tally: _Tally, repeat: int
-) -> float:
-    """Seconds to finish the batch; the first repeat's tokens go into the tally."""
+) -> tuple[float, int, float]:
+    """Seconds to finish the batch, tokens after each request's first and the seconds from
+    each request's first token to its finish (summed); the first repeat's tokens go into
+    the tally."""
     from warpserve.request import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     before = engine.stats()
     ids = [f"bench-{time.perf_counter_ns()}-{i}" for i in range(len(batch))]
     outputs: dict[str, list[int]] = {}
+    decode_tokens, decode_seconds = 0, 0.0
     started = time.perf_counter()
     for request_id, prompt in zip(ids, batch, strict=True):
         engine.add_request(request_id, prompt, params)
@@ -266,6 +273,8 @@ def _run_batch(
         for out in engine.step():
             if out.finished:
                 outputs[out.request_id] = out.outputs[0].token_ids
+                decode_tokens += len(out.outputs[0].token_ids) - 1
+                decode_seconds += out.metrics.decode_time or 0.0
     elapsed = time.perf_counter() - started
     after = engine.stats()
     if repeat == 0:
@@ -278,18 +287,24 @@ def _run_batch(
     tally.num_accepted += (
         after.spec_decode_num_accepted_tokens - before.spec_decode_num_accepted_tokens
     )
-    return elapsed
+    return elapsed, decode_tokens, decode_seconds
 
 
-def _result(tally: _Tally, baseline: _Tally) -> dict[str, object]:
+def _result(tally: _Tally, baseline: _Tally, width: int) -> dict[str, object]:
     tokens_per_s = tally.num_tokens / tally.seconds
     baseline_per_s = baseline.num_tokens / baseline.seconds
+    decode_per_s = baseline_decode_per_s = None
+    if width == 1 and tally.decode_seconds and baseline.decode_seconds:
+        decode_per_s = tally.decode_tokens / tally.decode_seconds
+        baseline_decode_per_s = baseline.decode_tokens / baseline.decode_seconds
     return {
         "seconds": tally.seconds,
         "batch_tokens_per_s": tally.batch_tokens_per_s,
         "generated_tokens": tally.num_tokens,
         "tokens_per_s": tokens_per_s,
         "speedup": tokens_per_s / baseline_per_s,
+        "decode_tokens_per_s": decode_per_s,
+        "decode_speedup": None if decode_per_s is None else decode_per_s / baseline_decode_per_s,
         "identical_to_none": tally.token_ids == baseline.token_ids,
         "num_drafts": tally.num_drafts,
         "num_draft_tokens": tally.num_draft_tokens,
@@ -303,14 +318,18 @@ def _result(tally: _Tally, baseline: _Tally) -> dict[str, object]:
 
 def summary_table(workloads: dict[str, dict[str, dict]]) -> str:
     lines = [
-        "| workload | method | tok/s | vs none | identical | acceptance | mean accepted len |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | method | tok/s | vs none | decode tok/s | vs none | identical | acceptance "
+        "| mean accepted len |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for workload, by_method in workloads.items():
         for method, r in by_method.items():
             rate, length = r["acceptance_rate"], r["mean_accepted_length"]
+            decode, decode_speedup = r["decode_tokens_per_s"], r["decode_speedup"]
             lines.append(
                 f"| {workload} | {method} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | "
+                f"{'-' if decode is None else f'{decode:.1f}'} | "
+                f"{'-' if decode_speedup is None else f'{decode_speedup:.2f}x'} | "
                 f"{'yes' if r['identical_to_none'] else 'NO'} | "
                 f"{'-' if rate is None else f'{rate:.0%}'} | "
                 f"{'-' if length is None else f'{length:.2f}'} |"

@@ -14,14 +14,13 @@ while sixteen take only about three times one. So a single draft rarely pays and
 one often does; and since t flattens with more tokens, a batch of 8 verifies drafts
 more cheaply per token than a single stream, until the batch is large enough for the
 GEMMs to be compute-bound. The start-up curve is then corrected by the steps the
-engine actually runs (`ObservedStepCost`): other load on the machine, and attention over
-long contexts, which the start-up measurement cannot see.
+engine actually runs (`ObservedStepCost`): the per-step work outside the forward, and
+attention over long contexts, which the start-up measurement cannot see.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 
 
@@ -53,34 +52,44 @@ class StepCost:
 
 
 class ObservedStepCost:
-    """A start-up StepCost scaled, near each of its points, by a decayed ratio of observed
-    to predicted step seconds. A point not yet observed borrows the nearest observed
-    point's ratio (all 1 before any observation)."""
+    """The start-up StepCost plus a correction fitted to the steps the engine runs:
+    observed - predicted = a + b * rows, by exponentially weighted least squares with a
+    ridge on b (b >= 0). a is what a running step pays that the start-up measurement
+    did not (scheduling, sampling, verification, Python); b is what each row pays extra
+    (attention over contexts longer than the start-up one). Both are shared by every
+    step size, so a size that has not been run lately is still predicted from the
+    current observations: a per-size correction locked in one slow outlier at a size the
+    policy then stopped choosing. Observations are clipped to [0.5, 3] x the prior."""
 
-    DECAY = 0.8
+    DECAY = 0.9  # per observed step
+    RIDGE_ROWS2 = 4.0  # rows^2: b stays near 0 until the observed sizes vary by a few rows
 
     def __init__(self, prior: StepCost) -> None:
         self.prior = prior
-        self._ratios: dict[int, float] = {}  # point index -> observed / prior
+        # Decayed sums of weight, rows, rows^2, residual, rows * residual.
+        self._sums = [0.0] * 5
 
     def observe(self, num_tokens: int, seconds: float) -> None:
-        index = self._nearest_point(num_tokens)
-        ratio = seconds / self.prior.seconds_for(num_tokens)
-        old = self._ratios.get(index)
-        self._ratios[index] = ratio if old is None else self.DECAY * old + (1 - self.DECAY) * ratio
+        predicted = self.prior.seconds_for(num_tokens)
+        residual = min(max(seconds - predicted, -0.5 * predicted), 2.0 * predicted)
+        terms = (1.0, num_tokens, num_tokens * num_tokens, residual, num_tokens * residual)
+        self._sums = [self.DECAY * s + t for s, t in zip(self._sums, terms, strict=True)]
+
+    def correction(self) -> tuple[float, float]:
+        """(a seconds per step, b seconds per row)."""
+        weight, rows, rows2, residual, rows_residual = self._sums
+        if weight <= 0.0:
+            return 0.0, 0.0
+        mean_rows, mean_residual = rows / weight, residual / weight
+        variance = max(rows2 / weight - mean_rows * mean_rows, 0.0)
+        covariance = rows_residual / weight - mean_rows * mean_residual
+        per_row = max(covariance / (variance + self.RIDGE_ROWS2), 0.0)
+        return mean_residual - per_row * mean_rows, per_row
 
     def seconds_for(self, num_tokens: float) -> float:
-        return self.prior.seconds_for(num_tokens) * self._ratio(self._nearest_point(num_tokens))
-
-    def _nearest_point(self, num_tokens: float) -> int:
-        logs = [math.log(n) for n in self.prior.num_tokens]
-        target = math.log(max(num_tokens, 1))
-        return min(range(len(logs)), key=lambda i: abs(logs[i] - target))
-
-    def _ratio(self, index: int) -> float:
-        if not self._ratios:
-            return 1.0
-        return self._ratios[min(self._ratios, key=lambda i: (abs(i - index), i))]
+        predicted = self.prior.seconds_for(num_tokens)
+        per_step, per_row = self.correction()
+        return max(predicted + per_step + per_row * num_tokens, 0.5 * predicted)
 
 
 def expected_tokens(rate: float, num_drafts: int) -> float:

@@ -12,7 +12,7 @@ from warpserve.spec_decode.adaptive import StepCost
 from warpserve.spec_decode.batch import Chunk, build_inputs
 
 NUM_TOKENS = (1, 2, 4, 8, 16, 32, 64)
-NUM_REPEATS = 2
+NUM_REPEATS = 4  # the best of these counts: the policy compares sizes, noise flips it
 
 
 @torch.inference_mode()
