@@ -97,7 +97,7 @@ def test_fp32_greedy_is_identical_to_eager(tiny_llama_dir, eager_tokens, ext) ->
     assert alone == eager_tokens[:3]
 
 
-@pytest.mark.parametrize("block_size", [8, 32])
+@pytest.mark.parametrize("block_size", [4, 8, 32])
 def test_other_block_sizes_give_the_same_tokens(tiny_llama_dir, eager_tokens, block_size, ext):
     """Block tables, slot mapping and the attention's row offsets at other block sizes; the
     second pass reads its prompts' full blocks from the prefix cache."""

@@ -45,9 +45,18 @@ def load_draft_model(
 
 
 def draft_model_proposer(
-    model: nn.Module, num_blocks: int, block_size: int, decode_kernel: object
+    model: nn.Module,
+    num_blocks: int,
+    block_size: int,
+    decode_kernel: object,
+    use_fused: bool = False,
 ) -> ModelDrafter:
+    """use_fused: draft through a fused decoder over the draft's own weights and K/V (one
+    C++ call per draft step; the eager modules cost several times more at a few rows)."""
+    from warpserve.runner.fused_decode import FusedDecoder
+
     dtype = next(model.parameters()).dtype
     shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
     kv_caches = [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
-    return ModelDrafter("draft", model, kv_caches, block_size, decode_kernel, False)
+    fused = FusedDecoder.build(model, kv_caches, quiet=True) if use_fused else None
+    return ModelDrafter("draft", model, kv_caches, block_size, decode_kernel, False, fused)

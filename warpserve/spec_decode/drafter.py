@@ -11,7 +11,7 @@ position num_tokens + k - 2: the scheduler's lookahead slots make room for them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -20,6 +20,10 @@ from warpserve.request import SamplingParams
 from warpserve.scheduler.output import DraftCandidate
 from warpserve.spec_decode.batch import Chunk, build_inputs
 from warpserve.spec_decode.types import Proposal
+
+# Forwards of up to this many tokens run through the fused decoder (catch-up chunks of
+# whole prompts included: it keeps up with the eager GEMMs at a few hundred rows).
+FUSED_MAX_ROWS = 512
 
 
 class DraftLM(Protocol):
@@ -41,15 +45,19 @@ class ModelDrafter:
         block_size: int,
         decode_kernel: object,
         shares_target_cache: bool,
+        fused: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         """shares_target_cache: the K/V of every computed position are already there (the
-        drafter is the target's first layers), so only the last sampled token is fed."""
+        drafter is the target's first layers), so only the last sampled token is fed.
+        fused: a fused decoder over `model` and `kv_caches` (runner/fused_decode.py) for
+        forwards whose chunks are all decode rows; longer catch-up chunks stay eager."""
         self.name = name
         self.model = model
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.decode_kernel = decode_kernel
         self.shares_target_cache = shares_target_cache
+        self.fused = fused
         self._num_computed: dict[str, int] = {}  # positions in the drafter's own cache
         # Seconds per draft token per request: single-token forwards over the batch,
         # decayed average (catch-up forwards of whole prompts would distort it).
@@ -108,9 +116,34 @@ class ModelDrafter:
         return logits
 
     def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
+        if self.fused is not None and sum(len(c.token_ids) for c in chunks) <= FUSED_MAX_ROWS:
+            return self._fused_forward(chunks)
         inputs = build_inputs(chunks, self.block_size, self.decode_kernel)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         return self.model.compute_logits(hidden[inputs.last_index])
+
+    def _fused_forward(self, chunks: list[Chunk]) -> torch.Tensor:
+        """Every token as a decode row (a query over the block table up to its own
+        position: the kernel writes each layer's K/V for all rows before attending), so a
+        catch-up chunk is causal attention as a prefill computes it."""
+        assert self.fused is not None
+        rows, last_rows = [], []
+        for chunk in chunks:
+            rows.extend(
+                Chunk([token_id], chunk.start + i, chunk.block_ids)
+                for i, token_id in enumerate(chunk.token_ids)
+            )
+            last_rows.append(len(rows) - 1)
+        inputs = build_inputs(rows, self.block_size, self.decode_kernel)
+        meta = inputs.meta
+        return self.fused(
+            inputs.input_ids,
+            inputs.positions,
+            meta.slot_mapping,
+            meta.decode_block_tables,
+            meta.decode_context_lens,
+            torch.tensor(last_rows, dtype=torch.long),
+        )
 
 
 def _draw(

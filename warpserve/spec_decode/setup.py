@@ -31,7 +31,13 @@ def build_speculator(
     """step_cost: the target's measured step cost (None: measured here, ~10 forwards,
     through `fused` (the runner's fused decoder) when decode rows run there)."""
     proposer = build_proposer(
-        config, target, target_kv_caches, block_size, decode_kernel, max_model_len
+        config,
+        target,
+        target_kv_caches,
+        block_size,
+        decode_kernel,
+        max_model_len,
+        fused is not None,
     )
     if step_cost is None:
         step_cost = measure_step_cost(target, target_kv_caches, block_size, decode_kernel, fused)
@@ -48,7 +54,10 @@ def build_proposer(
     block_size: int,
     decode_kernel: object,
     max_model_len: int,
+    use_fused: bool = False,
 ) -> Proposer:
+    """use_fused: a draft model drafts through its own fused decoder (as the target's
+    decode rows run through the target's), where the kernel can run it."""
     if config.method in ("ngram", "auto"):
         return NgramProposer(config.ngram_min, config.ngram_max)
     if config.method == "layerskip":
@@ -62,5 +71,5 @@ def build_proposer(
             config.draft_model, dtype, max_model_len, vocab_size, config.draft_quantization
         )
         num_blocks = target_kv_caches[0].shape[1]
-        return draft_model_proposer(model, num_blocks, block_size, decode_kernel)
+        return draft_model_proposer(model, num_blocks, block_size, decode_kernel, use_fused)
     raise ValueError(f"speculative method '{config.method}' has no proposer")
