@@ -19,6 +19,7 @@ from torch import nn
 
 from warpserve.layers.attention import AttentionMetadata, PrefillChunk
 from warpserve.runner.fused_decode import FusedDecoder
+from warpserve.runner.memory import zeros_on_huge_pages
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken, SamplingRow
 from warpserve.scheduler.output import DraftCandidate, ScheduledSequence, SchedulerOutput
@@ -276,4 +277,4 @@ def _decode_tensors(
 def _allocate_kv(model: nn.Module, num_blocks: int, block_size: int) -> list[torch.Tensor]:
     dtype = next(model.parameters()).dtype
     shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-    return [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
+    return [zeros_on_huge_pages(shape, dtype) for _ in range(model.num_layers)]

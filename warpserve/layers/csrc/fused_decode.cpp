@@ -27,10 +27,36 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace {
+
+// A copy of t in memory backed by 2 MB pages where the kernel grants them (transparent
+// huge pages in "madvise" mode): a decode step streams every weight once, and with 4 KB
+// pages each 4 KB of it is a TLB miss and a stop for the hardware prefetcher. Falls back
+// to t itself when the allocation or the advice fails.
+torch::Tensor on_huge_pages(const torch::Tensor& t) {
+#ifdef __linux__
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+  if (bytes < kHuge) return t;
+  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+  void* data = nullptr;
+  if (posix_memalign(&data, kHuge, rounded) != 0) return t;
+  madvise(data, rounded, MADV_HUGEPAGE);  // advice only: its failure leaves 4 KB pages
+  std::memcpy(data, t.contiguous().data_ptr(), bytes);  // first touch, after the advice
+  return torch::from_blob(data, t.sizes(), [](void* p) { std::free(p); }, t.options());
+#else
+  return t;
+#endif
+}
 
 enum Kind : int64_t { kF32 = 0, kI8 = 1, kI4 = 2 };
 
@@ -610,6 +636,7 @@ class FusedModel {
       L.sp = L.scale.data_ptr<float>();
       L.op = L.offset.data_ptr<float>();
     }
+    L.w = on_huge_pages(L.w);
     L.wp = L.w.data_ptr();
     if (bias.numel()) {
       L.bias = contig_f32(bias);
