@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from warpserve.bench.ladder_rungs import BASE_RUNGS, Ladder
     from warpserve.bench.ladder_top import TOP_RUNGS
 
+    if args.naive_output_len is None:
+        args.naive_output_len = args.output_len
     rungs = parse_rungs(args.rungs)
     measure_rung = {**BASE_RUNGS, **TOP_RUNGS}
     ladder = Ladder.start(args)

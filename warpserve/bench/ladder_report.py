@@ -69,7 +69,7 @@ def _workload(ladder) -> dict[str, Any]:
         "prompt_len_max": max(lengths),
         "single_stream_requests": len(ladder.single_prompts),
         "naive_requests": args.naive_requests,
-        "naive_output_len": args.naive_output_len or args.output_len,
+        "naive_output_len": args.naive_output_len,
         "threads": args.threads,
     }
 

@@ -268,16 +268,11 @@ def row(
     }
 
 
-def naive_output_len(args) -> int:
-    return args.naive_output_len or args.output_len
-
-
 def _rung0(ladder: Ladder) -> dict:
     args = ladder.args
     prompts = ladder.prompts[: args.naive_requests]
-    output_len = naive_output_len(args)
-    result = run_hf(ladder.hf(), prompts, output_len, use_cache=False)
-    notes = [f"{len(prompts)} requests x {output_len} new tokens (rates are per token)"]
+    result = run_hf(ladder.hf(), prompts, args.naive_output_len, use_cache=False)
+    notes = [f"{len(prompts)} requests x {args.naive_output_len} new tokens (rates are per token)"]
     return row(0, "transformers", result, result, ladder.hf_perplexity(), notes=notes)
 
 
