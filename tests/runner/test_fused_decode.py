@@ -213,11 +213,11 @@ def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext)
 def _eager_logits_fn(model):
     """Full-sequence logits from the native model's eager forward (one prefill chunk)."""
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk
-    from warpserve.runner.model_runner import _allocate_kv
+    from warpserve.runner.memory import allocate_kv
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
         num = input_ids.shape[1]
-        kv = _allocate_kv(model, -(-num // 16), 16)
+        kv = allocate_kv(model, -(-num // 16), 16)
         meta = AttentionMetadata(
             slot_mapping=torch.arange(num),
             num_decode_tokens=0,

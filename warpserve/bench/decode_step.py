@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 def _measure(model, batch: int, args, decode_kernel, torch) -> dict:
     from warpserve.layers.attention import AttentionMetadata
     from warpserve.runner.fused_decode import FusedDecoder
-    from warpserve.runner.model_runner import _allocate_kv
+    from warpserve.runner.memory import allocate_kv
 
     block_size = 16
     blocks_per_seq = -(-(args.context + 1) // block_size)
-    kv_caches = _allocate_kv(model, batch * blocks_per_seq, block_size)
+    kv_caches = allocate_kv(model, batch * blocks_per_seq, block_size)
     generator = torch.Generator().manual_seed(args.seed)
     for kv in kv_caches:  # a filled cache: attention reads real-looking values
         kv.normal_(generator=generator)

@@ -170,13 +170,12 @@ def native_logits_fn(model: nn.Module, block_size: int = 16):
     """The native paged model as a perplexity LogitsFn: each window is one prefill chunk
     into a K/V cache of its own, so the quantized linears run exactly as in the engine."""
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk
+    from warpserve.runner.memory import allocate_kv
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
         num_tokens = input_ids.shape[1]
         num_blocks = -(-num_tokens // block_size)
-        dtype = next(model.parameters()).dtype
-        shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-        kv_caches = [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
+        kv_caches = allocate_kv(model, num_blocks, block_size)
         meta = AttentionMetadata(
             slot_mapping=torch.arange(num_tokens),
             num_decode_tokens=0,

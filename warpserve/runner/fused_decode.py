@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from warpserve.layers import extensions
+from warpserve.runner.memory import allocate_kv
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +163,7 @@ def fused_logits_fn(model: nn.Module, max_tokens: int, block_size: int = 16):
     backend computes (its weight formats, its attention) is measured, not the eager path's.
     None when the fused decoder cannot run `model`."""
     num_blocks = -(-max_tokens // block_size)
-    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-    kv_caches = [torch.zeros(shape) for _ in range(model.num_layers)]
+    kv_caches = allocate_kv(model, num_blocks, block_size)
     decoder = FusedDecoder.build(model, kv_caches)
     if decoder is None:
         return None

@@ -9,6 +9,7 @@ import ctypes
 import sys
 
 import torch
+from torch import nn
 
 HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -38,3 +39,11 @@ def zeros_on_huge_pages(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Ten
         if last > first:
             _madvise_fn(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_HUGEPAGE)
     return tensor.zero_()
+
+
+def allocate_kv(model: nn.Module, num_blocks: int, block_size: int) -> list[torch.Tensor]:
+    """One zeroed K/V tensor [2, num_blocks, block_size, Hkv, D] per layer of a native
+    decoder, in its parameters' dtype, on huge pages."""
+    dtype = next(model.parameters()).dtype
+    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    return [zeros_on_huge_pages(shape, dtype) for _ in range(model.num_layers)]

@@ -19,7 +19,7 @@ from torch import nn
 
 from warpserve.layers.attention import AttentionMetadata, PrefillChunk
 from warpserve.runner.fused_decode import FusedDecoder
-from warpserve.runner.memory import zeros_on_huge_pages
+from warpserve.runner.memory import allocate_kv
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken, SamplingRow
 from warpserve.scheduler.output import DraftCandidate, ScheduledSequence, SchedulerOutput
@@ -42,7 +42,7 @@ class ModelRunner:
         self.block_size = block_size
         self.sampler = sampler
         self.is_fallback = bool(getattr(model, "is_fallback", False))
-        self.kv_caches = [] if self.is_fallback else _allocate_kv(model, num_blocks, block_size)
+        self.kv_caches = [] if self.is_fallback else allocate_kv(model, num_blocks, block_size)
         self.generators: dict[str, torch.Generator] = {}
         # Decode-only steps in one C++ call (runner/fused_decode.py); None: eager modules.
         self.fused: FusedDecoder | None = None
@@ -272,9 +272,3 @@ def _decode_tensors(
         "decode_context_lens": lens,
         "decode_mask": mask,
     }
-
-
-def _allocate_kv(model: nn.Module, num_blocks: int, block_size: int) -> list[torch.Tensor]:
-    dtype = next(model.parameters()).dtype
-    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-    return [zeros_on_huge_pages(shape, dtype) for _ in range(model.num_layers)]

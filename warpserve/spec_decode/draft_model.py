@@ -54,10 +54,8 @@ def draft_model_proposer(
     """use_fused: draft through a fused decoder over the draft's own weights and K/V (one
     C++ call per draft step; the eager modules cost several times more at a few rows)."""
     from warpserve.runner.fused_decode import FusedDecoder
-    from warpserve.runner.memory import zeros_on_huge_pages
+    from warpserve.runner.memory import allocate_kv
 
-    dtype = next(model.parameters()).dtype
-    shape = (2, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-    kv_caches = [zeros_on_huge_pages(shape, dtype) for _ in range(model.num_layers)]
+    kv_caches = allocate_kv(model, num_blocks, block_size)
     fused = FusedDecoder.build(model, kv_caches, quiet=True) if use_fused else None
     return ModelDrafter("draft", model, kv_caches, block_size, decode_kernel, False, fused)
