@@ -3,7 +3,9 @@
 import pytest
 
 from warpserve.kv_cache.block_pool import BlockPool
-from warpserve.kv_cache.prefix_cache import PrefixCache, hash_block_tokens
+from warpserve.kv_cache.prefix_cache import PrefixCache, hash_block_tokens, new_hash_salt
+
+SALT = new_hash_salt()
 
 
 def make_pool(num_blocks: int) -> BlockPool:
@@ -43,7 +45,7 @@ def test_allocating_more_than_free_raises() -> None:
 def test_cached_blocks_are_evicted_least_recently_freed_first() -> None:
     pool = make_pool(4)
     block_ids = pool.allocate(4)
-    block_hashes = [hash_block_tokens(None, [block_id]) for block_id in block_ids]
+    block_hashes = [hash_block_tokens(SALT, [block_id]) for block_id in block_ids]
     for block_id, block_hash in zip(block_ids, block_hashes, strict=True):
         pool.cache(block_id, block_hash)
     pool.free([2, 0, 3, 1])
@@ -59,7 +61,7 @@ def test_cached_blocks_are_evicted_least_recently_freed_first() -> None:
 def test_a_cache_hit_takes_a_free_block_back_and_refreeing_moves_it_to_the_tail() -> None:
     pool = make_pool(3)
     block_ids = pool.allocate(3)
-    block_hash = hash_block_tokens(None, [7])
+    block_hash = hash_block_tokens(SALT, [7])
     pool.cache(0, block_hash)
     pool.free(block_ids)
     assert pool.free_block_ids() == [0, 1, 2]
@@ -72,7 +74,7 @@ def test_a_cache_hit_takes_a_free_block_back_and_refreeing_moves_it_to_the_tail(
 
 def test_a_second_block_with_the_same_hash_stays_private() -> None:
     pool = make_pool(2)
-    block_hash = hash_block_tokens(None, [1, 2])
+    block_hash = hash_block_tokens(SALT, [1, 2])
     pool.allocate(2)
     pool.cache(0, block_hash)
     pool.cache(1, block_hash)

@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from warpserve.kv_cache.block_pool import BlockPool
-from warpserve.kv_cache.prefix_cache import BlockHash, PrefixCache, extend_block_hashes
+from warpserve.kv_cache.prefix_cache import (
+    BlockHash,
+    PrefixCache,
+    extend_block_hashes,
+    new_hash_salt,
+)
 from warpserve.request import Request
 
 
@@ -24,6 +29,7 @@ class KVCacheManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.prefix_cache = PrefixCache()
+        self._hash_salt = new_hash_salt()  # per cache: digests are not predictable
         self.block_pool = BlockPool(num_blocks, self.prefix_cache)
         self.prefix_cache_queries = 0  # tokens looked up when a request (re)starts
         self.prefix_cache_hits = 0  # of which found in the cache
@@ -159,7 +165,7 @@ class KVCacheManager:
 
     def _hashes_of(self, request: Request) -> list[BlockHash]:
         block_hashes = self._block_hashes.setdefault(request.request_id, [])
-        extend_block_hashes(block_hashes, request.all_token_ids, self.block_size)
+        extend_block_hashes(block_hashes, request.all_token_ids, self.block_size, self._hash_salt)
         return block_hashes
 
     def _mark_pending(self, request: Request, num_tokens_after_step: int) -> None:

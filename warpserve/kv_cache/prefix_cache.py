@@ -5,36 +5,40 @@ it, so equal hashes mean equal prefixes: the K/V of a block depend on all earlie
 not only on the block's own. Only full blocks are hashed; a partly filled block is still
 being written.
 
+The hash is SHA-256 over the parent's digest and the tokens' bytes, chained from a random
+per-cache salt, not Python's `hash`: integers hash modulo 2**61 - 1 and tuples through a
+public mixing function, so a client that sends chosen token ids could make two different
+prefixes share a 64-bit value and read another request's K/V (vLLM's CVE-2025-25183).
+The salt keeps digests from being predictable across processes.
+
 Pure Python; the block pool is the only writer of the map (it evicts entries when it
 reuses a block).
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NewType
+
+# The SHA-256 digest of (parent digest, the block's token ids as int64); 32 bytes.
+BlockHash = NewType("BlockHash", bytes)
 
 
-@dataclass(frozen=True)
-class BlockHash:
-    """The identity of one full block of tokens at one position of a prefix.
-
-    The dict key keeps the block's tokens next to the 64-bit chained value, so two
-    different blocks can only collide if their parents' chains collide.
-    """
-
-    value: int  # hash((parent.value, token_ids)); the parent is None for a first block
-    token_ids: tuple[int, ...]
+def new_hash_salt() -> bytes:
+    """The root every chain starts from: the parent digest of a first block."""
+    return secrets.token_bytes(32)
 
 
-def hash_block_tokens(parent: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
-    tokens = tuple(token_ids)
-    parent_value = parent.value if parent is not None else None
-    return BlockHash(hash((parent_value, tokens)), tokens)
+def hash_block_tokens(parent: bytes, token_ids: Sequence[int]) -> BlockHash:
+    """parent: the previous block's hash, or the salt for a first block."""
+    return BlockHash(hashlib.sha256(parent + array("q", token_ids).tobytes()).digest())
 
 
 def extend_block_hashes(
-    block_hashes: list[BlockHash], token_ids: Sequence[int], block_size: int
+    block_hashes: list[BlockHash], token_ids: Sequence[int], block_size: int, salt: bytes
 ) -> None:
     """Append the hashes of the full blocks of token_ids not yet in block_hashes.
 
@@ -42,7 +46,7 @@ def extend_block_hashes(
     """
     num_full_blocks = len(token_ids) // block_size
     for block_index in range(len(block_hashes), num_full_blocks):
-        parent = block_hashes[-1] if block_hashes else None
+        parent = block_hashes[-1] if block_hashes else salt
         start = block_index * block_size
         block_hashes.append(hash_block_tokens(parent, token_ids[start : start + block_size]))
 
