@@ -8,6 +8,7 @@ import pytest
 
 from tests.engine.test_engine import BLOCK_BYTES, GREEDY, prompts
 from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from warpserve.engine import async_engine
 from warpserve.engine.async_engine import AsyncLLM
 from warpserve.engine.llm_engine import LLMEngine
 from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError
@@ -101,16 +102,24 @@ def test_overload_raises_overloaded(tiny_llama_dir) -> None:
     async_llm.shutdown()
 
 
-def test_health_probe_passes_then_fails_when_dead(tiny_llama_dir) -> None:
+def test_health_probes_only_when_idle_and_fails_when_the_loop_is_down(
+    tiny_llama_dir, monkeypatch
+) -> None:
     engine = start(tiny_llama_dir, num_blocks=64)
+    monkeypatch.setattr(async_engine, "HEALTHY_IF_STEPPED_WITHIN_S", 0.0)  # always probe
+    probes = []
+    real_generate = engine.generate
+
+    def counting_generate(prompt, params, request_id):
+        probes.append(request_id)
+        return real_generate(prompt, params, request_id)
+
+    monkeypatch.setattr(engine, "generate", counting_generate)
     asyncio.run(engine.check_health(timeout_s=10))
-
-    def broken_step():
-        raise RuntimeError("boom")
-
-    engine.engine.step = broken_step
-    with pytest.raises(EngineDeadError):
-        asyncio.run(engine.check_health(timeout_s=10))
-    with pytest.raises(EngineDeadError):
-        asyncio.run(engine.check_health(timeout_s=10))
+    assert len(probes) == 1
+    monkeypatch.setattr(async_engine, "HEALTHY_IF_STEPPED_WITHIN_S", 60.0)
+    asyncio.run(engine.check_health(timeout_s=10))  # it just stepped: no second probe
+    assert len(probes) == 1
     engine.shutdown()
+    with pytest.raises(EngineDeadError):
+        asyncio.run(engine.check_health(timeout_s=10))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from warpserve.engine.protocol import (
     EngineDeadError,
+    EngineLiveness,
     EngineOverloadedError,
     EngineStats,
     InputTooLongError,
@@ -93,6 +94,7 @@ class FakeEngine:
         self.model_name = model_name
         self.max_model_len = max_model_len
         self.tokenizer = ToyTokenizer()
+        self.vocab_size = ToyTokenizer.vocab_size
         self.step_s = step_s
         self._max_running, self._max_waiting = max_running, max_waiting
         self._block_size, self._num_blocks = block_size, num_blocks
@@ -146,6 +148,9 @@ class FakeEngine:
         except TimeoutError:
             self._aborts.add(req.request_id)
             raise EngineDeadError(f"no token within {timeout_s} s") from None
+
+    def liveness(self) -> EngineLiveness:
+        return EngineLiveness(is_alive=not self.is_dead, num_restarts=0)
 
     def stats(self) -> EngineStats:
         if self.is_dead:

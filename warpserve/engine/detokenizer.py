@@ -2,8 +2,10 @@
 
 Text is decoded from a small window of tokens each step (the prefix/read offset method),
 so a character split across tokens (UTF-8 bytes in a byte-level BPE) appears only once
-its last byte arrives. Text that could still become a stop string is held back while the
-sequence runs, so streamed text never has to be taken back.
+its last byte arrives. While the sequence runs, the last max(len(stop)) - 1 characters
+are held back (they could still begin a stop string), so streamed text never has to be
+taken back. Each step costs O(new text + longest stop string) per stop string, never
+O(text): the search starts where a stop string could first end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class IncrementalDetokenizer:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.stop = list(stop)
+        # A running sequence never shows its last max(len(stop)) - 1 characters.
+        self.held_back = max((len(s) for s in self.stop), default=1) - 1
         self.include_stop = include_stop_str_in_output
         self.ids = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self.prefix_offset = 0
@@ -55,9 +59,9 @@ class IncrementalDetokenizer:
             return self.text
         if finished:  # bytes of an incomplete character are shown as U+FFFD at the end
             return self.text + self._pending()
-        if not self.stop:
+        if not self.held_back:
             return self.text
-        return self.text[: len(self.text) - self._held_back()]
+        return self.text[: max(0, len(self.text) - self.held_back)]
 
     def _pending(self) -> str:
         if self.read_offset == len(self.ids):
@@ -75,15 +79,6 @@ class IncrementalDetokenizer:
                 self.stop_reason = stop
                 return stop
         return None
-
-    def _held_back(self) -> int:
-        longest = 0
-        for stop in self.stop:
-            for k in range(min(len(stop) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(stop[:k]):
-                    longest = k
-                    break
-        return longest
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)

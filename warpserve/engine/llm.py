@@ -44,6 +44,8 @@ class LLM:
                 for out in self.engine.step():
                     if out.finished:
                         final[out.request_id] = out
+                for request_id, error in self.engine.take_failures().items():
+                    raise RuntimeError(f"request {request_id} failed: {error}") from error
         finally:
             for request_id in ids:
                 if request_id not in final:

@@ -69,6 +69,7 @@ class LLMEngine:
         self.tokenizer = loaded.tokenizer
         self.model_name = loaded.name
         self.max_model_len = loaded.max_model_len
+        self.vocab_size = loaded.vocab_size
         self.eos_token_ids = self.tokenizer.eos_token_ids
         cache = config.cache
         if loaded.is_fallback and cache.enable_prefix_caching:
@@ -104,6 +105,7 @@ class LLMEngine:
                 fused=self.runner.fused,
             )
         self.groups: dict[str, _RequestGroup] = {}
+        self._failures: dict[str, Exception] = {}  # see take_failures
         self.seq_to_group: dict[str, tuple[_RequestGroup, _Sequence]] = {}
 
     @classmethod
@@ -147,10 +149,21 @@ class LLMEngine:
     # -- one step -----------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one scheduled forward pass; return the outputs of every request touched."""
+        """Run one scheduled forward pass; return the outputs of every request touched.
+
+        No fault ends the engine. A forward pass that raises fails the request that ran
+        alone in it, or sends its requests back to run one at a time until the culprit
+        is found (`Scheduler.fail_step`); a fault while turning one request's tokens into
+        outputs fails that request. Failed requests are handed out by `take_failures()`.
+        """
         sched_out = self.scheduler.schedule()
-        sampled = self.runner.execute(sched_out)
-        now = time.perf_counter()
+        try:
+            sampled = self.runner.execute(sched_out)
+        except Exception as exc:
+            logger.exception("a step over %d sequences raised", len(sched_out.sequences))
+            for seq_id in self.scheduler.fail_step(sched_out):
+                self._fail(seq_id, exc)
+            return []
         num_before = {rid: self.seq_to_group[rid][1].request.num_output_tokens for rid in sampled}
         self.scheduler.update_from_output(
             sched_out, {rid: [tok.token_id for tok in toks] for rid, toks in sampled.items()}
@@ -158,15 +171,31 @@ class LLMEngine:
         touched: dict[str, _RequestGroup] = {}
         for seq_id, tokens in sampled.items():
             group, seq = self.seq_to_group[seq_id]
-            self._on_tokens(seq, tokens, num_before[seq_id], now)
+            try:
+                self._on_tokens(seq, tokens, num_before[seq_id])
+            except Exception as exc:
+                logger.exception("post-processing request %s raised", group.request_id)
+                self._fail(seq_id, exc)
+                touched.pop(group.request_id, None)
+                continue
             touched[group.request_id] = group
-        outputs = [self._make_output(g) for g in touched.values()]
+        outputs = []
         for group in touched.values():
+            try:
+                outputs.append(self._make_output(group))
+            except Exception as exc:
+                logger.exception("building the output of request %s raised", group.request_id)
+                self._fail(group.sequences[0].request.request_id, exc)
+                continue
             if group.finished:
                 self._forget(group)
         if self.runner.speculator is not None:
-            drafts = self.runner.propose(self.scheduler.draft_candidates())
-            self.scheduler.set_draft_token_ids(drafts)
+            try:
+                drafts = self.runner.propose(self.scheduler.draft_candidates())
+            except Exception:  # no drafts this step: the next step decodes plainly
+                logger.exception("proposing draft tokens raised")
+            else:
+                self.scheduler.set_draft_token_ids(drafts)
         return outputs
 
     def stats(self) -> EngineStats:
@@ -209,34 +238,19 @@ class LLMEngine:
         )
         return _Sequence(index, request, detok, [] if params.logprobs is not None else None)
 
-    def _on_tokens(
-        self, seq: _Sequence, tokens: list[SampledToken], num_before: int, now: float
-    ) -> None:
+    def _on_tokens(self, seq: _Sequence, tokens: list[SampledToken], num_before: int) -> None:
         """The tokens the scheduler appended this step (several with speculative decoding;
-        it drops those after a stop token), up to any stop string."""
+        it drops those after a stop token), up to any stop string, which the scheduler
+        then finishes the request at."""
         request = seq.request
         num_appended = request.num_output_tokens - num_before
         for index, token in enumerate(tokens[:num_appended]):
-            stop = self._on_token(seq, token, now)
-            if stop is not None and index + 1 < num_appended:
-                # A stop string ended it before the last accepted draft: the tokens after
-                # it are dropped, even if a later one was EOS or the length limit.
-                del request.output_token_ids[num_before + index + 1 :]
-                request.finish_reason, request.stop_reason = FinishReason.STOP, stop
+            stop = seq.detokenizer.add_token(token.token_id)
+            if seq.logprobs is not None and token.logprob is not None:
+                seq.logprobs.append(self._token_logprob(token))
+            if stop is not None:
+                self.scheduler.finish_at_stop_string(request, num_before + index + 1, stop)
                 return
-
-    def _on_token(self, seq: _Sequence, token: SampledToken, now: float) -> str | None:
-        """The stop string that ended the request at this token, if one did."""
-        request = seq.request
-        stop = seq.detokenizer.add_token(token.token_id)
-        if seq.logprobs is not None and token.logprob is not None:
-            seq.logprobs.append(self._token_logprob(token))
-        if stop is not None and not request.is_finished:
-            self.scheduler.finish_requests([request.request_id], FinishReason.STOP)
-            request.stop_reason = stop
-        if request.is_finished and request.timings.finished is None:
-            request.timings.finished = now
-        return stop
 
     def _token_logprob(self, token: SampledToken) -> TokenLogprob:
         top = [(t, self._piece(t), lp) for t, lp in (token.top_logprobs or [])]
@@ -285,6 +299,39 @@ class LLMEngine:
             metrics.finished_time = max(f for f in finished if f is not None)
             metrics.decode_time = metrics.finished_time - timings.first_token
         return metrics
+
+    def take_failures(self) -> dict[str, Exception]:
+        """The requests failed since the last call, by request id, with what failed them.
+        Their blocks are free and they are forgotten: nothing more comes for them."""
+        failures, self._failures = self._failures, {}
+        return failures
+
+    def reset(self) -> list[str]:
+        """Forget every request and start from an empty scheduler (all blocks free), for
+        a loop that died mid-step; returns the ids of the requests dropped."""
+        dropped = list(self.groups)
+        for seq_id in self.seq_to_group:
+            try:
+                self.runner.release(seq_id)
+            except Exception:  # the state being dropped may be what broke
+                logger.exception("releasing %s during a reset raised", seq_id)
+        self.groups.clear()
+        self.seq_to_group.clear()
+        self._failures.clear()
+        self.scheduler = self.scheduler.fresh()
+        return dropped
+
+    def _fail(self, seq_id: str, error: Exception) -> None:
+        """Finish the whole request that sequence seq_id belongs to, as failed by error."""
+        entry = self.seq_to_group.get(seq_id)
+        if entry is None:
+            return
+        group = entry[0]
+        self.scheduler.finish_requests(
+            [s.request.request_id for s in group.sequences], FinishReason.ABORT
+        )
+        self._failures[group.request_id] = error
+        self._forget(group)
 
     def _forget(self, group: _RequestGroup) -> None:
         self.groups.pop(group.request_id, None)

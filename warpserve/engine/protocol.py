@@ -12,6 +12,7 @@ from typing import Protocol
 
 from warpserve.outputs import RequestOutput
 from warpserve.request import SamplingParams
+from warpserve.scheduler.scheduler import SchedulerStats
 
 
 class EngineOverloadedError(RuntimeError):
@@ -20,6 +21,11 @@ class EngineOverloadedError(RuntimeError):
 
 class EngineDeadError(RuntimeError):
     """The engine loop has died or is stuck: the caller should answer 503."""
+
+
+class RequestFailedError(RuntimeError):
+    """The engine failed this one request (a fault while running it); it goes on serving
+    the others. The caller should answer 500."""
 
 
 class InputTooLongError(ValueError):
@@ -40,17 +46,11 @@ class InputTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
-class EngineStats:
-    num_running: int
-    num_waiting: int
-    kv_cache_usage: float  # fraction of KV blocks in use, 0..1
-    prefix_cache_queries: int  # prompt tokens looked up in the prefix cache
-    prefix_cache_hits: int  # of which found
-    num_preemptions: int
-    num_free_blocks: int
-    num_total_blocks: int
-    # Speculative decoding, totals since start. Acceptance rate = accepted / draft tokens;
-    # mean accepted length = accepted / drafts (draft tokens kept per verified proposal).
+class EngineStats(SchedulerStats):
+    """The scheduler's counts (running, waiting, KV and prefix cache, preemptions) plus
+    the speculative decoding totals since start. Acceptance rate = accepted / draft
+    tokens; mean accepted length = accepted / drafts (draft tokens kept per proposal)."""
+
     spec_decode_method: str = "none"  # none | ngram | draft | layerskip | auto
     spec_decode_proposer: str = ""  # the proposer behind it: ngram | draft | layerskip
     spec_decode_num_drafts: int = 0  # proposals verified
@@ -58,9 +58,16 @@ class EngineStats:
     spec_decode_num_accepted_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class EngineLiveness:
+    is_alive: bool  # the loop is running (False while it restarts, or for good)
+    num_restarts: int  # times a supervisor restarted a dead loop
+
+
 class EngineClient(Protocol):
     model_name: str
     max_model_len: int
+    vocab_size: int  # token ids in prompts, logit_bias and stop_token_ids are below it
 
     def generate(
         self, prompt: str | list[int], params: SamplingParams, request_id: str
@@ -76,7 +83,12 @@ class EngineClient(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def check_health(self, timeout_s: float) -> None:
-        """Run a real one-token generation; raise EngineDeadError if it fails or is late."""
+        """Raise EngineDeadError unless the loop is alive and working: it stepped in the
+        last few seconds, or a one-token probe finishes within timeout_s."""
+        ...
+
+    def liveness(self) -> EngineLiveness:
+        """Cheap (no probe): for /ready and /metrics."""
         ...
 
     def stats(self) -> EngineStats: ...

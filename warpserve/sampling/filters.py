@@ -110,7 +110,9 @@ def _nucleus_cutoff(
     # monotone, so the kept tokens form a prefix and can be counted.
     mass_before = F.pad(probs.cumsum(dim=-1)[:, :-1], (1, 0))  # [R, K]
     is_kept = (mass_before < top_p) & (head >= floor)
-    num_kept = is_kept.sum(dim=-1, keepdim=True)  # [R, 1], >= 1: the best token
+    # [R, 1], >= 1: the best token is always kept, even when top_p rounds to 0 in float32
+    # (top_p = 5e-324 would otherwise keep nothing and gather index -1).
+    num_kept = is_kept.sum(dim=-1, keepdim=True).clamp_(min=1)
     cutoff = head.gather(-1, num_kept - 1)
     # A token dropped inside the head means the nucleus ended there; otherwise it may
     # go on past the K-th token.

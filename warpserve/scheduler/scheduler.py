@@ -59,6 +59,7 @@ class Scheduler:
         """num_lookahead_tokens: the most draft tokens a request may get per step
         (speculative decoding); 0 turns drafts off."""
         self.config = scheduler_config
+        self._cache_config = cache_config
         self.max_model_len = max_model_len
         self.num_lookahead_tokens = num_lookahead_tokens
         self.kv_cache = KVCacheManager(
@@ -71,6 +72,8 @@ class Scheduler:
         self._freed_request_ids: list[str] = []
         # Draft tokens for each request's next step; consumed when it is scheduled.
         self._draft_token_ids: dict[str, list[int]] = {}
+        # Requests that were in a step that raised: each runs alone until it samples.
+        self._suspects: set[str] = set()
 
     # ---- requests in and out ---------------------------------------------------------
 
@@ -121,6 +124,47 @@ class Scheduler:
                 self.waiting.remove(request)
             self._finish(request, reason, stop_reason)
 
+    def finish_at_stop_string(self, request: Request, num_output_tokens: int, stop: str) -> None:
+        """A stop string ended the request at its num_output_tokens-th output: drop the
+        tokens after it (accepted drafts past the stop) and finish it with STOP, even if
+        a later token of the same step already finished it (EOS, the length limit)."""
+        request.truncate_output(num_output_tokens)
+        if request.is_finished:
+            request.finish_reason, request.stop_reason = FinishReason.STOP, stop
+        else:
+            self.finish_requests(request.request_id, FinishReason.STOP, stop)
+
+    def fresh(self) -> Scheduler:
+        """A scheduler with the same settings and nothing in it: every block free."""
+        return Scheduler(
+            self.config,
+            self._cache_config,
+            self.kv_cache.num_total_blocks,
+            self.max_model_len,
+            self.num_lookahead_tokens,
+        )
+
+    def fail_step(self, scheduler_output: SchedulerOutput) -> list[str]:
+        """The model runner raised on this step: return the requests to blame, and put
+        the others back to run again, each alone until it has sampled once.
+
+        A request is to blame when it ran alone (nobody else could have caused it). The
+        rest are preempted (blocks freed, recomputed later, so nothing half-written is
+        kept) and become suspects: `schedule()` gives a suspect a step of its own, so a
+        fault that follows one request fails that request only. Nothing here finishes a
+        request; the caller finishes the ones returned.
+        """
+        scheduled = [self._requests.get(s.request_id) for s in scheduler_output.sequences]
+        requests = [r for r in scheduled if r is not None and not r.is_finished]
+        if len(requests) == 1:
+            return [requests[0].request_id]
+        for request in requests:
+            if request.status is RequestStatus.RUNNING:
+                self.running.remove(request)
+                self._preempt(request)
+            self._suspects.add(request.request_id)
+        return []
+
     def get_request(self, request_id: str) -> Request | None:
         return self._requests.get(request_id)
 
@@ -131,11 +175,15 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         plan = _StepPlan(num_tokens_left=self.config.max_num_batched_tokens)
-        num_preemptions_before = self.num_preemptions
-        self._schedule_running(plan)
-        # Admitting new requests right after preempting would only preempt them again.
-        if self.num_preemptions == num_preemptions_before:
-            self._schedule_waiting(plan)
+        suspect = self._first_suspect()
+        if suspect is not None:
+            self._schedule_alone(plan, suspect)
+        else:
+            num_preemptions_before = self.num_preemptions
+            self._schedule_running(plan)
+            # Admitting new requests right after preempting would only preempt them again.
+            if self.num_preemptions == num_preemptions_before:
+                self._schedule_waiting(plan)
         freed_request_ids, self._freed_request_ids = self._freed_request_ids, []
         return SchedulerOutput(
             sequences=plan.sequences,
@@ -161,6 +209,7 @@ class Scheduler:
             self.kv_cache.cache_computed_blocks(request)
             if not sequence.do_sample:
                 continue
+            self._suspects.discard(request.request_id)  # it ran and sampled: cleared
             token_ids = sampled[request.request_id]
             if self._append_sampled(request, token_ids):
                 finished.append(request)
@@ -199,8 +248,11 @@ class Scheduler:
                 self._draft_token_ids[request_id] = list(token_ids)
 
     def _max_num_drafts(self, request: Request) -> int:
-        """0 unless decoding; then capped by max_tokens and the lookahead slots held."""
+        """0 unless decoding; then capped by max_tokens and the lookahead slots held.
+        Constrained requests are never drafted: their grammar decides each next token."""
         if request.num_tokens - request.num_computed_tokens != 1:
+            return 0
+        if request.sampling_params.structured is not None:
             return 0
         num_slots = len(self.kv_cache.get_block_ids(request.request_id)) * (
             self.kv_cache.block_size
@@ -258,12 +310,33 @@ class Scheduler:
                 self._add_to_step(plan, request, num_new_tokens)
                 index += 1
 
-    def _schedule_waiting(self, plan: _StepPlan) -> None:
+    def _first_suspect(self) -> Request | None:
+        if not self._suspects:
+            return None
+        for request in (*self.running, *self.waiting):
+            if request.request_id in self._suspects:
+                return request
+        return None
+
+    def _schedule_alone(self, plan: _StepPlan, request: Request) -> None:
+        """A step with this one request, running (mid-prefill) or at the queue's front."""
+        if request.status is RequestStatus.RUNNING:
+            num_new_tokens = min(self._num_tokens_to_compute(request), plan.num_tokens_left)
+            num_new_tokens = self._allocate_or_preempt(request, num_new_tokens)
+            if num_new_tokens:
+                self._add_to_step(plan, request, num_new_tokens)
+            return
+        self.waiting.remove(request)
+        self.waiting.appendleft(request)
+        self._schedule_waiting(plan, max_num_requests=1)
+
+    def _schedule_waiting(self, plan: _StepPlan, max_num_requests: int | None = None) -> None:
         skipped: list[Request] = []
         while (
             self.waiting
             and plan.num_tokens_left > 0
             and len(self.running) < self.config.max_num_seqs
+            and (max_num_requests is None or len(plan.sequences) < max_num_requests)
         ):
             request = self.waiting.popleft()
             cached_block_ids, num_cached_tokens = self.kv_cache.get_computed_blocks(request)
@@ -416,6 +489,7 @@ class Scheduler:
         request.timings.finished = time.perf_counter()
         self.kv_cache.free(request)
         self._draft_token_ids.pop(request.request_id, None)
+        self._suspects.discard(request.request_id)
         del self._requests[request.request_id]
 
     # ---- admission checks ------------------------------------------------------------

@@ -84,8 +84,9 @@ def overloaded(retry_after_s: int, message: str = "the server is overloaded") ->
     )
 
 
-def unavailable(message: str) -> APIError:
-    return APIError(503, message, code="service_unavailable")
+def unavailable(message: str, retry_after_s: int | None = None) -> APIError:
+    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+    return APIError(503, message, code="service_unavailable", headers=headers)
 
 
 def unknown_model(name: str, served: list[str]) -> APIError:

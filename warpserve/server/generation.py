@@ -18,7 +18,7 @@ from typing import TypeVar
 import anyio
 from fastapi import Request
 
-from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError
+from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError, RequestFailedError
 from warpserve.outputs import RequestOutput
 from warpserve.request import SamplingParams
 from warpserve.server.errors import APIError, from_value_error, overloaded, unavailable
@@ -110,7 +110,11 @@ class EngineStream:
             self._state.metrics.rejected("engine_full")
             raise overloaded(self._state.config.retry_after_s) from None
         except EngineDeadError as exc:
-            raise unavailable(f"the engine is not running: {exc}") from None
+            retry_after = self._state.config.retry_after_s
+            raise unavailable(f"the engine is not running: {exc}", retry_after) from None
+        except RequestFailedError as exc:
+            self._state.metrics.rejected("engine_error")
+            raise APIError(500, str(exc), code="engine_error") from None
         except ValueError as exc:
             raise from_value_error(exc, {"prompt_token_ids": "prompt"}) from None
         except TimeoutError:
@@ -133,9 +137,11 @@ class EngineStream:
 class StreamGroup:
     """The streams of one HTTP request (one per prompt) and its admission ticket."""
 
-    def __init__(self, streams: list[EngineStream], ticket: Ticket) -> None:
+    def __init__(self, streams: list[EngineStream], ticket: Ticket, write_stall_s: float) -> None:
         self.streams = streams
         self._ticket = ticket
+        ticket.is_handed_over = True
+        self.write_stall_s = write_stall_s  # a streamed response's limit per blocked write
 
     async def close(self) -> None:
         try:
@@ -145,8 +151,9 @@ class StreamGroup:
             self._ticket.release()
 
     async def collect(self) -> list[RequestOutput]:
-        """Every stream's last output (non-streaming responses)."""
-        return list(await asyncio.gather(*(_last(s) for s in self.streams)))
+        """Every stream's last output (non-streaming responses); the first error cancels
+        the others and is raised."""
+        return await all_or_none([_last(s) for s in self.streams])
 
     async def merged(self) -> AsyncIterator[tuple[int, RequestOutput]]:
         """(prompt index, output) pairs as they arrive, across all streams."""
@@ -165,11 +172,12 @@ async def open_streams(
     params: SamplingParams,
     id_prefix: str,
     arrival: float,
+    ticket: Ticket,
 ) -> StreamGroup:
-    """Admit, submit every prompt and wait for each first output; on error close them all."""
-    ticket = state.admit()
+    """Submit every prompt (admitted with `ticket`, which the group then owns) and wait
+    for each first output; on any error close them all: a batch is all or nothing."""
     base_id = new_request_id(id_prefix)
-    group = StreamGroup([], ticket)
+    group = StreamGroup([], ticket, state.config.write_stall_timeout_s)
     try:
         for index, prompt_ids in enumerate(prompts):
             rid = base_id if len(prompts) == 1 else f"{base_id}-{index}"
@@ -182,7 +190,25 @@ async def open_streams(
 
 
 async def _prime_all(streams: list[EngineStream]) -> None:
-    await asyncio.gather(*(s.prime() for s in streams))
+    await all_or_none([s.prime() for s in streams])
+
+
+async def all_or_none(work: list[Awaitable[T]]) -> list[T]:
+    """Await all; the first to raise cancels the rest, and its exception is raised once
+    they have all stopped (so nothing is left running on a stream being closed)."""
+    if len(work) == 1:
+        return [await work[0]]
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]
 
 
 async def _last(stream: EngineStream) -> RequestOutput:

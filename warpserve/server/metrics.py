@@ -132,6 +132,19 @@ class EngineStatsCollector(Collector):
         }
         for name, (doc, value) in counters.items():
             yield self._family(CounterMetricFamily, name, doc, value)
+        liveness = self._engine.liveness()
+        yield self._family(
+            GaugeMetricFamily,
+            "engine_alive",
+            "1 while the engine loop runs, 0 while it is down.",
+            float(liveness.is_alive),
+        )
+        yield self._family(
+            CounterMetricFamily,
+            "engine_restarts",
+            "Times the supervisor restarted a dead engine loop.",
+            liveness.num_restarts,
+        )
 
     def _family(self, kind: type, name: str, doc: str, value: float) -> Metric:
         family = kind(f"warpserve:{name}", doc, labels=["model_name"])

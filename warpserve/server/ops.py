@@ -18,7 +18,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    """200 when a one-token generation finishes within the deadline; 503 otherwise."""
+    """200 when the engine is working (it stepped in the last few seconds, or a one-token
+    probe finishes within the deadline); 503 otherwise."""
     state = get_state(request)
     if state.engine is not None:
         deadline = state.config.health_timeout_s
@@ -33,9 +34,13 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 while accepting requests; 503 once draining for shutdown."""
-    if get_state(request).is_draining:
+    """200 while accepting requests; 503 once draining for shutdown, or while the engine
+    loop is down (restarting, or dead for good). No probe: it is cheap to poll."""
+    state = get_state(request)
+    if state.is_draining:
         raise unavailable("the server is shutting down")
+    if state.engine is not None and not state.engine.liveness().is_alive:
+        raise unavailable("the engine loop is not running", state.config.retry_after_s)
     return JSONResponse({"status": "ready"})
 
 

@@ -13,9 +13,35 @@ from warpserve.server.state import ServerState
 _INLINE_TOKENIZE_CHARS = 512
 
 
-async def encode(state: ServerState, text: str, add_special_tokens: bool = True) -> list[int]:
+def context_limits(state: ServerState) -> tuple[int, int]:
+    """(most prompt tokens, most prompt + generated tokens): the model's context, lowered
+    by --max-input-tokens / --max-total-tokens."""
+    max_model_len = state.require_engine(None).max_model_len
+    config = state.config
+    max_total = min(max_model_len, config.max_total_tokens or max_model_len)
+    max_input = min(max_total - 1, config.max_input_tokens or max_total - 1)
+    return max_input, max_total
+
+
+def max_prompt_chars(state: ServerState) -> int:
+    """Characters of one prompt before tokenizing: TEI's rule, 250 per allowed token."""
+    return state.config.max_prompt_chars or 250 * context_limits(state)[0]
+
+
+async def encode(
+    state: ServerState, text: str, add_special_tokens: bool = True, param: str = "prompt"
+) -> list[int]:
     """Tokenize long prompts on the server's one tokenizer thread: the event loop keeps
-    streaming, and tokenization can take at most one core from the engine (docs/ARCHITECTURE.md)."""
+    streaming, and tokenization can take at most one core from the engine (docs/ARCHITECTURE.md).
+    A text longer than max_prompt_chars is refused before any tokenizing."""
+    limit = max_prompt_chars(state)
+    if len(text) > limit:
+        raise bad_request(
+            f"{param} has {len(text)} characters, more than the {limit} allowed "
+            "(--max-prompt-chars)",
+            param=param,
+            code="context_length_exceeded",
+        )
     tokenizer = state.tokenizer()
     if len(text) <= _INLINE_TOKENIZE_CHARS:
         return tokenizer.encode(text, add_special_tokens=add_special_tokens)
@@ -32,21 +58,56 @@ async def encode_prompts(
     texts = [prompt] if isinstance(prompt, str) else prompt
     if any(isinstance(text, str) and not text for text in texts):
         raise bad_request(f"{param} must not be empty", param=param)
-    if isinstance(prompt, str):
-        prompts: list[list[int]] = [await encode(state, prompt)]
-    elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [list(prompt)]  # type: ignore[arg-type]
-    else:
-        prompts = [await encode(state, p) if isinstance(p, str) else list(p) for p in prompt]  # type: ignore[union-attr]
-    if not prompts:
-        raise bad_request(f"{param} must not be empty", param=param)
-    if len(prompts) > state.config.max_prompts_per_request:
+    if len(texts) > state.config.max_prompts_per_request and not _is_token_list(prompt):
         limit = state.config.max_prompts_per_request
         raise bad_request(f"{param} holds more than {limit} prompts", param=param)
+    if isinstance(prompt, str):
+        prompts: list[list[int]] = [await encode(state, prompt, param=param)]
+    elif _is_token_list(prompt):
+        prompts = [list(prompt)]  # type: ignore[arg-type]
+    else:
+        prompts = [
+            await encode(state, p, param=param) if isinstance(p, str) else list(p)  # type: ignore[union-attr]
+            for p in prompt
+        ]
+    if not prompts:
+        raise bad_request(f"{param} must not be empty", param=param)
+    vocab_size = state.require_engine(None).vocab_size
     for ids in prompts:
         if not ids:
             raise bad_request(f"{param} must not be empty", param=param)
+        if not all(0 <= t < vocab_size for t in ids):
+            raise bad_request(f"{param} token ids must be in [0, {vocab_size})", param=param)
     return prompts
+
+
+def _is_token_list(prompt: object) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and all(isinstance(p, int) for p in prompt)
+
+
+def check_request_size(state: ServerState, num_prompts: int, n: int, param: str = "n") -> None:
+    """n choices of each of num_prompts prompts: each is a sequence in the engine."""
+    limit = state.config.max_sequences_per_request
+    if num_prompts * n > limit:
+        raise bad_request(
+            f"{param}: {num_prompts} prompts x n={n} is more than {limit} sequences per request",
+            param=param,
+        )
+
+
+def check_stop(state: ServerState, stop: list[str], param: str = "stop") -> None:
+    config = state.config
+    if len(stop) > config.max_stop_strings:
+        raise bad_request(f"{param} holds more than {config.max_stop_strings} strings", param=param)
+    if any(len(s) > config.max_stop_chars for s in stop):
+        limit = config.max_stop_chars
+        raise bad_request(f"{param} strings must be at most {limit} characters", param=param)
+
+
+def check_chat_messages(state: ServerState, num_messages: int) -> None:
+    limit = state.config.max_chat_messages
+    if num_messages > limit:
+        raise bad_request(f"messages holds more than {limit} messages", param="messages")
 
 
 async def encode_chat(state: ServerState, messages: list[dict[str, str]]) -> list[int]:
@@ -71,21 +132,22 @@ def fit_max_tokens(
     `default=None` means "whatever room the context leaves" (chat); OpenAI's completions
     default is 16.
     """
-    max_model_len = state.require_engine(None).max_model_len
+    max_input, max_total = context_limits(state)
     longest = max(len(ids) for ids in prompts)
-    room = max_model_len - longest
-    if room < 1:
+    if longest > max_input:
         raise bad_request(
-            f"the prompt has {longest} tokens; the model's context is {max_model_len}",
+            f"the prompt has {longest} tokens; at most {max_input} are allowed "
+            f"(the context is {max_total} tokens)",
             param="prompt" if param == "max_tokens" else "messages",
             code="context_length_exceeded",
         )
+    room = max_total - longest
     if requested is None:
         return room if default is None else min(default, room)
     if requested > room:
         raise bad_request(
-            f"{param} is {requested} but the prompt has {longest} tokens and the model's "
-            f"context is {max_model_len}: at most {room} new tokens fit",
+            f"{param} is {requested} but the prompt has {longest} tokens and at most "
+            f"{max_total} tokens are allowed in all: at most {room} new tokens fit",
             param=param,
             code="context_length_exceeded",
         )
@@ -102,11 +164,17 @@ def make_params(renames: dict[str, str], **kwargs: object) -> SamplingParams:
         raise APIError(400, f"invalid sampling parameters: {exc}") from None
 
 
-def token_bias(logit_bias: dict[str, float] | None) -> dict[int, float]:
-    """OpenAI's logit_bias has token ids as JSON object keys (strings)."""
+def token_bias(state: ServerState, logit_bias: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI's logit_bias has token ids as JSON object keys (strings): decimal digits,
+    each below the vocabulary size, at most max_logit_bias of them."""
     if not logit_bias:
         return {}
-    try:
-        return {int(token): float(bias) for token, bias in logit_bias.items()}
-    except ValueError:
-        raise bad_request("logit_bias keys must be token ids", param="logit_bias") from None
+    limit = state.config.max_logit_bias
+    if len(logit_bias) > limit:
+        raise bad_request(f"logit_bias holds more than {limit} entries", param="logit_bias")
+    vocab_size = state.require_engine(None).vocab_size
+    if not all(token.isdecimal() and int(token) < vocab_size for token in logit_bias):
+        raise bad_request(
+            f"logit_bias keys must be token ids in [0, {vocab_size})", param="logit_bias"
+        )
+    return {int(token): float(bias) for token, bias in logit_bias.items()}

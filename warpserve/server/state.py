@@ -111,13 +111,21 @@ class ServerState:
 
 
 class Ticket:
+    """One admitted request's slot. The route that took it releases it, unless it handed
+    it to the StreamGroup that then serves the request (and releases it when closed)."""
+
     def __init__(self, state: ServerState) -> None:
         self._state: ServerState | None = state
+        self.is_handed_over = False
 
     def release(self) -> None:
         if self._state is not None:
             self._state.num_in_flight -= 1
             self._state = None
+
+    def release_unless_owned(self) -> None:
+        if not self.is_handed_over:
+            self.release()
 
 
 def get_state(request: Request) -> ServerState:

@@ -20,9 +20,11 @@ from warpserve.server.openai.formatting import (
 )
 from warpserve.server.openai.params import check_stream_options, sampling_params
 from warpserve.server.openai.schemas import CompletionRequest
-from warpserve.server.prompts import encode_prompts, fit_max_tokens
+from warpserve.server.openai.structured import openai_constraint
+from warpserve.server.prompts import check_request_size, encode_prompts, fit_max_tokens
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
+from warpserve.server.structured import constrain
 
 router = APIRouter(tags=["openai"])
 
@@ -48,10 +50,16 @@ async def serve_completion(
     arrival = time.perf_counter()
     state.require_engine(body.model)
     _reject_unsupported(body)
-    prompts = await encode_prompts(state, body.prompt, "prompt")
-    max_tokens = fit_max_tokens(state, prompts, body.max_tokens, 16, "max_tokens")
-    params = sampling_params(body, max_tokens, body.logprobs)
-    group = await open_streams(state, request, prompts, params, "cmpl", arrival)
+    ticket = state.admit()  # before any work: tokenizing a batch is work
+    try:
+        prompts = await encode_prompts(state, body.prompt, "prompt")
+        check_request_size(state, len(prompts), body.n)
+        max_tokens = fit_max_tokens(state, prompts, body.max_tokens, 16, "max_tokens")
+        params = sampling_params(state, body, max_tokens, body.logprobs)
+        params = await constrain(request, params, openai_constraint(body))
+        group = await open_streams(state, request, prompts, params, "cmpl", arrival, ticket)
+    finally:
+        ticket.release_unless_owned()
     ctx = _Context(
         id=group.streams[0].request_id,
         created=int(time.time()),

@@ -5,12 +5,17 @@ from __future__ import annotations
 from warpserve.request import SamplingParams
 from warpserve.server.errors import bad_request
 from warpserve.server.openai.schemas import SamplingFields
-from warpserve.server.prompts import make_params, token_bias
+from warpserve.server.prompts import check_stop, make_params, token_bias
+from warpserve.server.state import ServerState
 
 
-def sampling_params(body: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
-    """The fields both OpenAI generation routes share -> SamplingParams."""
+def sampling_params(
+    state: ServerState, body: SamplingFields, max_tokens: int, logprobs: int | None
+) -> SamplingParams:
+    """The fields both OpenAI generation routes share -> SamplingParams, within the
+    server's limits."""
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    check_stop(state, stop)
     return make_params(
         {},
         n=body.n,
@@ -23,7 +28,7 @@ def sampling_params(body: SamplingFields, max_tokens: int, logprobs: int | None)
         repetition_penalty=body.repetition_penalty or 1.0,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=token_bias(body.logit_bias),
+        logit_bias=token_bias(state, body.logit_bias),
         seed=body.seed,
         stop=stop,
         stop_token_ids=list(body.stop_token_ids or []),
