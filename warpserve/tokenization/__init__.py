@@ -1,4 +1,4 @@
-"""Tokenizers: the `Tokenizer` wrapper, GGUF tokenizer conversion, and an encode cache."""
+"""Tokenizers: the `Tokenizer` wrapper and GGUF tokenizer conversion (cached on disk)."""
 
 from warpserve.tokenization.tokenizer import Tokenizer
 
