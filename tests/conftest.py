@@ -3,14 +3,20 @@ real Hugging Face folders, so tests go through the same loading path as users do
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from warpserve.config import DATA_DIR_ENV
+
 # Tests use tiny models: one intra-op thread avoids OpenMP barrier stalls when the
 # machine is busy, and changes no result that a test asserts.
 torch.set_num_threads(1)
+# Reference text (WikiText-2, STS-B slices) from the repository, never from outside it;
+# set here rather than in a fixture so subprocesses started by tests inherit it.
+os.environ[DATA_DIR_ENV] = str(Path(__file__).resolve().parent / "data")
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -139,6 +139,7 @@ class EngineConfig:
 
 
 CACHE_DIR_ENV = "WARPSERVE_CACHE_DIR"
+DATA_DIR_ENV = "WARPSERVE_DATA_DIR"
 
 
 def cache_dir() -> Path:
@@ -148,3 +149,16 @@ def cache_dir() -> Path:
     """
     override = os.environ.get(CACHE_DIR_ENV)
     return Path(override).expanduser() if override else Path.home() / ".cache" / "warpserve"
+
+
+def data_dir() -> Path:
+    """Where the reference data sets are: wikitext2-valid.txt (benchmark prompts, encoder
+    calibration and timing text, perplexity) and sts-dev.csv (encoder validation).
+
+    $WARPSERVE_DATA_DIR if set (the tests point it at tests/data), else ../shared/data
+    beside the checkout. Read when called, never at import.
+    """
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"

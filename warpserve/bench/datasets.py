@@ -5,16 +5,20 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-DEFAULT_TEXT = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "wikitext2-valid.txt"
-)
+from warpserve.config import DATA_DIR_ENV, data_dir
+
+
+def default_text() -> Path:
+    """WikiText-2 validation in the reference data folder (config.data_dir())."""
+    return data_dir() / "wikitext2-valid.txt"
 
 
 def find_text(path: str | None) -> Path:
-    candidate = Path(path) if path else DEFAULT_TEXT
+    candidate = Path(path) if path else default_text()
     if not candidate.exists():
         raise FileNotFoundError(
-            f"benchmark text {candidate} not found; pass --text with a plain-text file"
+            f"benchmark text {candidate} not found; pass --text with a plain-text file, or "
+            f"set {DATA_DIR_ENV} to a folder holding wikitext2-valid.txt"
         )
     return candidate
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-cosine", type=float, default=0.99, help="mean cosine budget")
     parser.add_argument("--max-spearman-drop", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads")
-    parser.add_argument("--sts", type=Path, help="STS-B dev file (default ../shared/data)")
+    parser.add_argument("--sts", type=Path, help="STS-B dev file (default: in data_dir())")
     parser.add_argument("--validation-pairs", type=int, help="first N STS pairs (default all)")
     parser.add_argument("--timing-texts", type=int, default=256, help="texts timed at batch 32")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from warpserve.encoder.config import AccuracyBudget
-    from warpserve.encoder.data import STS_DEV
+    from warpserve.encoder.data import sts_dev_path
     from warpserve.encoder.models import load_spec
     from warpserve.encoder.pipeline import OptimizeOptions, optimize
     from warpserve.encoder.recipes import RECIPES
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         variants=tuple(args.variants.split(",")) if args.variants else tuple(RECIPES),
         budget=AccuracyBudget(args.min_cosine, args.max_spearman_drop),
         num_threads=args.threads,
-        sts_path=args.sts or STS_DEV,
+        sts_path=args.sts or sts_dev_path(),
         num_validation_pairs=args.validation_pairs,
         num_timing_texts=args.timing_texts,
         timing_rounds=args.rounds,

@@ -10,9 +10,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-STS_DEV = SHARED_DATA / "sts-dev.csv"
-WIKITEXT = SHARED_DATA / "wikitext2-valid.txt"
+from warpserve.config import DATA_DIR_ENV, data_dir
+
+
+def sts_dev_path() -> Path:
+    return data_dir() / "sts-dev.csv"
+
+
+def wikitext_path() -> Path:
+    return data_dir() / "wikitext2-valid.txt"
 
 
 @dataclass(frozen=True)
@@ -22,10 +28,13 @@ class ScoredPair:
     score: float  # gold similarity, 0..5
 
 
-def read_sts(path: Path = STS_DEV, limit: int | None = None) -> list[ScoredPair]:
+def read_sts(path: Path | None = None, limit: int | None = None) -> list[ScoredPair]:
     """STS-B dev (tab-separated: genre, file, year, id, score, sentence1, sentence2)."""
+    path = path or sts_dev_path()
     if not path.exists():
-        raise FileNotFoundError(f"STS-B dev file {path} not found; pass --sts PATH")
+        raise FileNotFoundError(
+            f"STS-B dev file {path} not found; pass --sts PATH or set {DATA_DIR_ENV}"
+        )
     pairs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         fields = line.split("\t")
@@ -34,16 +43,19 @@ def read_sts(path: Path = STS_DEV, limit: int | None = None) -> list[ScoredPair]
     return pairs[:limit] if limit is not None else pairs
 
 
-def wikitext_words(path: Path = WIKITEXT) -> list[str]:
+def wikitext_words(path: Path | None = None) -> list[str]:
+    path = path or wikitext_path()
     if not path.exists():
-        raise FileNotFoundError(f"WikiText file {path} not found; pass --text PATH")
+        raise FileNotFoundError(
+            f"WikiText file {path} not found; pass --text PATH or set {DATA_DIR_ENV}"
+        )
     lines = path.read_text(encoding="utf-8").splitlines()
     # headings (" = Title = ") are not prose
     return [word for line in lines if not line.strip().startswith("=") for word in line.split()]
 
 
 def sample_sentences(
-    count: int, min_words: int, max_words: int, seed: int, path: Path = WIKITEXT
+    count: int, min_words: int, max_words: int, seed: int, path: Path | None = None
 ) -> list[str]:
     """`count` seeded cuts of WikiText, each min_words..max_words words long."""
     words = wikitext_words(path)

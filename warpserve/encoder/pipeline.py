@@ -37,7 +37,7 @@ class OptimizeOptions:
     variants: tuple[str, ...] = tuple(RECIPES)  # the reference is always added
     budget: AccuracyBudget = field(default_factory=AccuracyBudget)
     num_threads: int = 2
-    sts_path: Path = data.STS_DEV
+    sts_path: Path = field(default_factory=data.sts_dev_path)
     num_validation_pairs: int | None = None  # None: all of STS-B dev (1,500 pairs)
     num_timing_texts: int = 256  # seeded WikiText cuts of 8-64 words, batch 32
     num_latency_texts: int = 50  # batch 1

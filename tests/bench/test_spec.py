@@ -5,14 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
-import pytest
-
-from warpserve.bench import datasets, spec
+from warpserve.bench import spec
 
 
 def test_bench_spec_runs_and_reports(tiny_llama_dir, tmp_path) -> None:
-    if not datasets.DEFAULT_TEXT.exists():
-        pytest.skip("WikiText-2 is not at ../shared/data")
     parser = argparse.ArgumentParser()
     spec.add_arguments(parser)
     out = tmp_path / "spec.json"
