@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+# The choices of ModelConfig's string fields, in one place (CLI flags take them from here).
+DTYPES = ("float32", "bfloat16")
+# Weight quantization presets (quant/swap.py implements every one but "none").
+QUANTIZATION_PRESETS = ("none", "int8", "int4", "w8a8", "int8-mixed")
+DECODE_BACKENDS = ("auto", "eager", "fused")
+ATTENTION_BACKENDS = ("auto", "kernel", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -51,16 +59,16 @@ class ModelConfig:
     # With num_threads None, the serving engine (AsyncLLM) runs steps of at most
     # few_seqs_max sequences on few_seqs_num_threads threads and bigger ones on all
     # cores: the HTTP front end shares the cores, and a few streams decode faster on one
-    # thread than on two, many faster on two (docs/ARCHITECTURE.md, "Threads and
-    # placement"). An explicit num_threads is used for every step.
+    # thread than on two, many faster on two (engine/threads.py). An explicit
+    # num_threads is used for every step.
     few_seqs_num_threads: int = 1
     few_seqs_max: int = 4
     force_fallback: bool = False  # run through Transformers even if a native class exists
     # Decode attention: "kernel" (C++, reads K/V in place), "sdpa" (gather + torch SDPA),
     # or "auto" (the kernel when it builds, else sdpa).
     attention_backend: str = "auto"
-    # Weight quantization applied after loading (quant/ presets): none | int8 | int4 |
-    # w8a8 | int8-mixed. Accuracy per preset is measured by the perplexity gate.
+    # Weight quantization applied after loading: one of QUANTIZATION_PRESETS. Accuracy
+    # per preset: `warpserve bench accuracy` (the perplexity gate of quant/perplexity.py).
     quantization: str = "none"
     # Decode-only steps: "eager" (the PyTorch modules, one op at a time), "fused" (the
     # whole step in one C++ call: runner/fused_decode.py; eager with a warning when the
@@ -73,14 +81,14 @@ class ModelConfig:
             raise ValueError("num_threads must be >= 1, or None for all cores")
         if self.few_seqs_num_threads < 1 or self.few_seqs_max < 0:
             raise ValueError("few_seqs_num_threads must be >= 1 and few_seqs_max >= 0")
-        if self.decode_backend not in ("auto", "eager", "fused"):
-            raise ValueError("decode_backend must be 'auto', 'eager' or 'fused'")
-        if self.quantization not in ("none", "int8", "int4", "w8a8", "int8-mixed"):
-            raise ValueError("quantization must be one of none, int8, int4, w8a8, int8-mixed")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError("dtype must be 'float32' or 'bfloat16'")
-        if self.attention_backend not in ("auto", "kernel", "sdpa"):
-            raise ValueError("attention_backend must be 'auto', 'kernel' or 'sdpa'")
+        for name, choices in (
+            ("decode_backend", DECODE_BACKENDS),
+            ("quantization", QUANTIZATION_PRESETS),
+            ("dtype", DTYPES),
+            ("attention_backend", ATTENTION_BACKENDS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be >= 1")
 
@@ -136,6 +144,71 @@ class EngineConfig:
     scheduler: SchedulerConfig = SchedulerConfig()
     seed: int = 0
     speculative: SpeculativeConfig = SpeculativeConfig()
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line flags of an EngineConfig, for every command that builds an engine
+    (generate, serve, bench throughput). Commands add --model themselves (each has its
+    own default and meaning) and may change defaults with parser.set_defaults."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--dtype", default=ModelConfig.dtype, choices=DTYPES)
+    group.add_argument("--max-model-len", type=int, default=None)
+    group.add_argument(
+        "--num-threads", "--threads", dest="num_threads", type=int, default=None,
+        help="torch intra-op threads (default: all cores, fewer for small serving steps)",
+    )  # fmt: skip
+    group.add_argument(
+        "--quantization",
+        default=ModelConfig.quantization,
+        choices=QUANTIZATION_PRESETS,
+        help="weight quantization; accuracy per preset: warpserve bench accuracy",
+    )
+    group.add_argument(
+        "--decode-backend",
+        default=ModelConfig.decode_backend,
+        choices=DECODE_BACKENDS,
+        help="fused: each decode step in one C++ call; eager: PyTorch modules",
+    )
+    group.add_argument("--kv-cache-gib", type=float, default=CacheConfig.memory_gib)
+    group.add_argument(
+        "--block-size", type=int, default=CacheConfig.block_size, help="tokens per KV block"
+    )
+    group.add_argument(
+        "--no-prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_false",
+        help="recompute every prompt from its first token",
+    )
+    group.add_argument("--max-num-seqs", type=int, default=SchedulerConfig.max_num_seqs)
+    group.add_argument(
+        "--max-num-batched-tokens", type=int, default=SchedulerConfig.max_num_batched_tokens
+    )
+    group.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
+
+
+def engine_config_from_args(args: argparse.Namespace, seed: int = 0) -> EngineConfig:
+    """The EngineConfig of the flags add_engine_arguments added (and args.model)."""
+    return EngineConfig(
+        model=ModelConfig(
+            model=args.model,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            num_threads=args.num_threads,
+            quantization=args.quantization,
+            decode_backend=args.decode_backend,
+        ),
+        cache=CacheConfig(
+            memory_gib=args.kv_cache_gib,
+            block_size=args.block_size,
+            enable_prefix_caching=args.enable_prefix_caching,
+        ),
+        scheduler=SchedulerConfig(
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_waiting=args.max_waiting,
+        ),
+        seed=seed,
+    )
 
 
 CACHE_DIR_ENV = "WARPSERVE_CACHE_DIR"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from warpserve.config import add_engine_arguments
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,19 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text", default=None, help="prompt source text (default WikiText-2)")
-    parser.add_argument("--max-num-seqs", type=int, default=64)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
-    parser.add_argument("--kv-cache-gib", type=float, default=2.0)
-    parser.add_argument(
-        "--block-size",
-        type=int,
-        default=16,
-        help="tokens per KV block; a shared prefix's last partial block is not shared, so "
-        "smaller blocks share more of it",
-    )
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--decode-backend", default="auto", choices=["auto", "fused", "eager"])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
+    # --num-threads (alias --threads) sets torch's threads for every system; --block-size:
+    # a shared prefix's last partial block is not shared, so smaller blocks share more.
+    add_engine_arguments(parser)
+    parser.set_defaults(max_num_batched_tokens=512)
     parser.add_argument("--shared-prefix-len", type=int, default=300)
     parser.add_argument("--shared-suffix-len", default="1:100", help="per-request tokens after it")
     parser.add_argument("--hf-batch1-requests", type=int, default=4)
@@ -52,24 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from warpserve.bench import datasets, report
     from warpserve.bench.engine_runner import run_engine_workload
     from warpserve.bench.hf_baseline import load_hf_model, run_hf_batch1, run_hf_batched
-    from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+    from warpserve.config import engine_config_from_args
     from warpserve.engine.setup import load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     lo, hi = datasets.parse_range(args.prompt_len)
-    config = EngineConfig(
-        model=ModelConfig(
-            model=args.model,
-            dtype=args.dtype,
-            num_threads=args.threads,
-            decode_backend=args.decode_backend,
-        ),
-        cache=CacheConfig(memory_gib=args.kv_cache_gib, block_size=args.block_size),
-        scheduler=SchedulerConfig(
-            max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
-        ),
-    )
+    config = engine_config_from_args(args, seed=args.seed)
     loaded = load_model(config.model, config.cache)
     corpus = datasets.corpus_token_ids(loaded.tokenizer, datasets.find_text(args.text))
     lengths = datasets.sample_lengths(lo, hi, args.num_requests, args.seed)

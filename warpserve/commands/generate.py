@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from warpserve.config import CacheConfig, EngineConfig, ModelConfig
+from warpserve.config import add_engine_arguments, engine_config_from_args
 from warpserve.engine.llm_engine import LLMEngine
 from warpserve.request import SamplingParams
 from warpserve.weights.registry import DEFAULT_DECODER
@@ -23,19 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--kv-cache-gib", type=float, default=0.5)
-    parser.add_argument(
-        "--quantization", default="none", choices=["none", "int8", "int4", "w8a8", "int8-mixed"]
-    )
-    parser.add_argument(
-        "--decode-backend",
-        default=ModelConfig.decode_backend,
-        choices=["auto", "fused", "eager"],
-        help="fused: each decode step in one C++ call; eager: PyTorch modules",
-    )
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+    add_engine_arguments(parser)
+    parser.set_defaults(kv_cache_gib=0.5)  # one request needs little
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,17 +36,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
     )
-    config = EngineConfig(
-        model=ModelConfig(
-            model=args.model,
-            dtype=args.dtype,
-            num_threads=args.threads,
-            quantization=args.quantization,
-            decode_backend=args.decode_backend,
-        ),
-        cache=CacheConfig(memory_gib=args.kv_cache_gib),
-    )
-    engine = LLMEngine.from_config(config)
+    engine = LLMEngine.from_config(engine_config_from_args(args))
     prompt = args.prompt
     if args.chat:
         messages = [{"role": "system", "content": args.system}] if args.system else []

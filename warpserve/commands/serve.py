@@ -8,21 +8,23 @@ connections, lets in-flight requests finish (up to --drain-timeout), then closes
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
-import inspect
 import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
-from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from warpserve.config import add_engine_arguments, engine_config_from_args
 from warpserve.server.app import create_app
 from warpserve.server.config import ServerConfig
 from warpserve.weights.registry import DEFAULT_DECODER, DEFAULT_ENCODER
+
+if TYPE_CHECKING:  # imported when used: each pulls in a model stack
+    from warpserve.encoder.service import EmbeddingService
+    from warpserve.engine.async_engine import AsyncLLM
 
 logger = logging.getLogger(__name__)
 _NONE = "none"
@@ -31,9 +33,7 @@ _NONE = "none"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_DECODER, help=f"generative model, or '{_NONE}'")
     parser.add_argument(
-        "--embedding-model",
-        default=None,
-        help=f"embedding model, or '{_NONE}' (default: {DEFAULT_ENCODER} when embeddings exist)",
+        "--embedding-model", default=DEFAULT_ENCODER, help=f"embedding model, or '{_NONE}'"
     )
     parser.add_argument("--host", default=ServerConfig.host)
     parser.add_argument("--port", type=int, default=ServerConfig.port)
@@ -51,26 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, default=ServerConfig.request_timeout_s)
     parser.add_argument("--health-timeout", type=float, default=ServerConfig.health_timeout_s)
     parser.add_argument("--drain-timeout", type=float, default=ServerConfig.drain_timeout_s)
-    engine = parser.add_argument_group("engine")
-    engine.add_argument("--dtype", default=ModelConfig.dtype, choices=["float32", "bfloat16"])
-    engine.add_argument("--max-model-len", type=int, default=None)
-    engine.add_argument("--num-threads", type=int, default=None, help="torch threads")
-    engine.add_argument(
-        "--quantization",
-        default=ModelConfig.quantization,
-        choices=["none", "int8", "int4", "w8a8", "int8-mixed"],
-        help="weight quantization (accuracy per preset: warpserve/quant/perplexity.py)",
-    )
-    engine.add_argument(
-        "--decode-backend", default=ModelConfig.decode_backend, choices=["auto", "fused", "eager"]
-    )
-    engine.add_argument("--kv-cache-gib", type=float, default=CacheConfig.memory_gib)
-    engine.add_argument(
-        "--block-size", type=int, default=CacheConfig.block_size, help="tokens per KV block"
-    )
-    engine.add_argument("--max-num-seqs", type=int, default=SchedulerConfig.max_num_seqs)
-    engine.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
-    engine.add_argument("--seed", type=int, default=0)
+    add_engine_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="the engine's sampling seed")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -85,22 +67,6 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         health_timeout_s=args.health_timeout,
         drain_timeout_s=args.drain_timeout,
         served_model_name=args.served_model_name,
-    )
-
-
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig(
-        model=ModelConfig(
-            model=args.model,
-            dtype=args.dtype,
-            max_model_len=args.max_model_len,
-            num_threads=args.num_threads,
-            quantization=args.quantization,
-            decode_backend=args.decode_backend,
-        ),
-        cache=CacheConfig(memory_gib=args.kv_cache_gib, block_size=args.block_size),
-        scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_waiting=args.max_waiting),
-        seed=args.seed,
     )
 
 
@@ -143,36 +109,27 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - an EngineClient
+def _load_engine(args: argparse.Namespace) -> AsyncLLM | None:
     if args.model.lower() == _NONE:
         return None
-    if importlib.util.find_spec("warpserve.engine.async_engine") is None:
-        raise ValueError("this build has no async engine (warpserve.engine.async_engine)")
     from warpserve.engine.async_engine import AsyncLLM
 
     logger.info("loading %s", args.model)
-    return AsyncLLM.from_config(engine_config(args))
+    return AsyncLLM.from_config(engine_config_from_args(args, seed=args.seed))
 
 
-def _load_embedder(name: str | None):  # noqa: ANN202 - an EmbeddingBackend
-    has_service = importlib.util.find_spec("warpserve.encoder.service") is not None
-    if name is None:
-        name = DEFAULT_ENCODER if has_service else _NONE
+def _load_embedder(name: str) -> EmbeddingService | None:
     if name.lower() == _NONE:
         return None
-    if not has_service:
-        raise ValueError("this build has no embedding service (warpserve.encoder.service)")
     from warpserve.encoder.service import EmbeddingService
 
     logger.info("loading %s", name)
     return EmbeddingService.from_name(name)
 
 
-def _close(engine, embedder) -> None:  # noqa: ANN001 - AsyncLLM, EmbeddingBackend
+def _close(engine: AsyncLLM | None, embedder: EmbeddingService | None) -> None:
     if embedder is not None:
-        closing = embedder.close()
-        if inspect.isawaitable(closing):
-            asyncio.run(closing)
+        embedder.close()
     if engine is not None:
         engine.shutdown()
 

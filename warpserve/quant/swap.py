@@ -25,12 +25,13 @@ from collections.abc import Iterator, Sequence
 
 from torch import nn
 
+from warpserve.config import QUANTIZATION_PRESETS
 from warpserve.quant import kernels as K
 from warpserve.quant.linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, W8A8Linear
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("int8", "int4", "w8a8", "int8-mixed")
+SCHEMES = tuple(p for p in QUANTIZATION_PRESETS if p != "none")  # what quantize_model takes
 INT4_HIGHER_PRECISION = ("lm_head",)  # name patterns that "int4" quantizes to int8 instead
 
 
