@@ -7,7 +7,13 @@ import threading
 import numpy as np
 import pytest
 
-from warpserve.encoder.batcher import DynamicBatcher, PendingRequest, WorkItem, plan_batches
+from warpserve.encoder.batcher import (
+    BatchFailedError,
+    DynamicBatcher,
+    PendingRequest,
+    WorkItem,
+    plan_batches,
+)
 from warpserve.encoder.config import BatcherConfig
 from warpserve.encoder.tokens import EncodedText
 from warpserve.engine.protocol import EngineOverloadedError
@@ -142,5 +148,62 @@ def test_model_errors_reach_every_caller_in_the_batch() -> None:
         a, b = submit(batcher, [text(1, 3)]), submit(batcher, [text(2, 3)])
         for waiter in (a, b):
             assert waiter.done.wait(timeout=10) and isinstance(waiter.result, RuntimeError)
+    finally:
+        batcher.close()
+
+
+class FailingModel:
+    """Fails in the ways a model can, once each, then answers like RecordingModel."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+
+    def __call__(self, encoded: list[EncodedText]) -> np.ndarray:
+        rows = np.array([[e.ids[0], e.num_tokens] for e in encoded], dtype=np.float32)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure == "raise":
+            raise RuntimeError("kernel exploded")
+        if failure == "short":  # once outside the batcher's try block: the thread died
+            return rows[:-1]
+        return rows
+
+
+@pytest.mark.parametrize("failure", ["raise", "short"])
+def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on(failure: str) -> None:
+    model = FailingModel([failure])
+    batcher = DynamicBatcher(model, BatcherConfig(max_wait_ms=0))
+    try:
+        doomed = submit(batcher, [text(1, 3), text(2, 3)])
+        assert doomed.done.wait(timeout=10)
+        assert isinstance(doomed.result, BatchFailedError)
+        assert batcher.is_alive and batcher.num_failed_batches == 1
+        assert submit(batcher, [text(3, 3)]).rows() == [[3.0, 3.0]]
+        assert batcher.last_success_at is not None
+    finally:
+        batcher.close()
+    assert not batcher.is_alive
+
+
+def test_a_failure_while_planning_fails_the_queue_and_the_worker_goes_on(monkeypatch) -> None:  # noqa: ANN001
+    model = RecordingModel(hold_first=True)
+    batcher = DynamicBatcher(model, BatcherConfig(max_wait_ms=0))
+    try:
+        first = submit(batcher, [text(1, 3)])
+        assert model.started.wait(timeout=10)
+        real_plan = plan_batches
+        calls = []
+
+        def broken_plan(*args):  # noqa: ANN002, ANN202
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyError("planner bug")
+            return real_plan(*args)
+
+        monkeypatch.setattr("warpserve.encoder.batcher.plan_batches", broken_plan)
+        queued = submit(batcher, [text(2, 3)])
+        model.release.set()
+        assert first.rows() == [[1.0, 3.0]]
+        assert queued.done.wait(timeout=10) and isinstance(queued.result, BatchFailedError)
+        assert submit(batcher, [text(4, 3)]).rows() == [[4.0, 3.0]]
     finally:
         batcher.close()

@@ -9,7 +9,7 @@ import torch
 
 from warpserve.encoder.models import load_spec
 from warpserve.encoder.pooling import pool, read_pooling_config
-from warpserve.encoder.tokens import EncoderTokenizer, collate
+from warpserve.encoder.tokens import EncoderTokenizer, cache_key, collate
 
 # [B=2, S=3, H=2]; row 1 has one padding position whose values must never leak
 HIDDEN = torch.tensor(
@@ -69,11 +69,27 @@ def test_pairs_carry_segment_ids_and_padding_is_right(tiny_models) -> None:  # n
 
 
 def test_repeated_inputs_hit_the_cache(tiny_models) -> None:  # noqa: ANN001
-    tokenizer = EncoderTokenizer(tiny_models["mean"], 64, cache_size=2)
-    first = tokenizer.encode("a man is playing a guitar")
-    assert tokenizer.encode("a man is playing a guitar") is first
-    tokenizer.encode("one"), tokenizer.encode("two")  # evicts the first (capacity 2)
-    assert tokenizer.encode("a man is playing a guitar") is not first
+    text = "a man is playing a guitar"
+    first = EncoderTokenizer(tiny_models["mean"], 64).encode(text)
+    two_entries = 2 * (44 * first.num_tokens + 400)  # room for two encodings this long
+    tokenizer = EncoderTokenizer(tiny_models["mean"], 64, cache_bytes=two_entries)
+    first = tokenizer.encode(text)
+    assert tokenizer.encode(text) is first
+    assert tokenizer.encode(text, truncate=False) is not first  # its own entry
+    tokenizer.encode("a man is playing a drum")  # evicts the least recently used
+    assert tokenizer.encode(text) is not first
+
+
+def test_the_cache_is_capped_in_bytes_and_never_holds_a_text(tiny_models) -> None:  # noqa: ANN001
+    tokenizer = EncoderTokenizer(tiny_models["mean"], 64, cache_bytes=100_000)
+    for index in range(200):
+        tokenizer.encode(f"{index} " + "the quick brown fox jumps over the lazy dog " * 2000)
+        assert tokenizer.cache_bytes <= 100_000
+    keys = list(tokenizer._cache._items)
+    assert keys and all(isinstance(key, bytes) and len(key) == 32 for key in keys)
+    # a pair is not the single text of its parts run together
+    assert cache_key(("a", "bc"), True) != cache_key(("ab", "c"), True)
+    assert cache_key("ab", True) != cache_key("ab", False)
 
 
 def test_task_is_inferred_from_the_head(tiny_models) -> None:  # noqa: ANN001

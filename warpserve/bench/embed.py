@@ -112,7 +112,7 @@ class _Warpserve:
         )
         # no tokenizer cache: rounds repeat the same texts, and sentence-transformers has none
         config = ServiceConfig(
-            num_threads=args.threads, variant=variant, tokenizer_cache_size=0, batcher=batcher
+            num_threads=args.threads, variant=variant, tokenizer_cache_bytes=0, batcher=batcher
         )
         self.service = EmbeddingService.start(args.model, "embed", config, args.cache_dir)
         self._loop = asyncio.new_event_loop()

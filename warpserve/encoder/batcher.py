@@ -5,6 +5,10 @@ oldest waiting text has waited `max_wait_ms` (or enough work is queued), drops t
 caller has gone, groups what is left by token count under a padded-token budget, and
 runs the group that holds the oldest text. Rows go back to their request by index, so a
 request's results keep its order whatever batches its texts landed in.
+
+A worker thread outlives any failure: whatever a cycle raises fails the requests it held
+(`BatchFailedError`) and the thread takes the next batch, so one bad input or model error
+costs one answer, never every later one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from warpserve.encoder.tokens import EncodedText
 from warpserve.engine.protocol import EngineDeadError, EngineOverloadedError
 
 logger = logging.getLogger(__name__)
+
+
+class BatchFailedError(RuntimeError):
+    """The forward pass (or the bookkeeping) that held a request's texts raised. Not a
+    ValueError: the caller's input was valid, the service failed on it."""
 
 
 class PendingRequest:
@@ -108,6 +117,8 @@ class DynamicBatcher:
         self._waiting: list[WorkItem] = []
         self._cond = threading.Condition()
         self._is_closed = False
+        self.last_success_at: float | None = None  # time.monotonic() of the last good batch
+        self.num_failed_batches = 0
         self._workers = [
             threading.Thread(target=self._loop, name=f"encoder-batcher-{i}", daemon=True)
             for i in range(config.num_workers)
@@ -133,6 +144,11 @@ class DynamicBatcher:
         with self._cond:
             return len(self._waiting)
 
+    @property
+    def is_alive(self) -> bool:
+        """Open, with every worker thread running (cheap: no lock, no model call)."""
+        return not self._is_closed and all(worker.is_alive() for worker in self._workers)
+
     def close(self) -> None:
         with self._cond:
             self._is_closed = True
@@ -145,10 +161,29 @@ class DynamicBatcher:
 
     def _loop(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._run(batch)
+            batch: list[WorkItem] = []
+            try:
+                next_batch = self._next_batch()
+                if next_batch is None:
+                    return
+                batch = next_batch
+                self._run(batch)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any batch
+                logger.exception("encoder batch of %d texts failed", len(batch))
+                # A failure while planning leaves no batch: fail what is queued, or the
+                # same input would fail the next cycle too.
+                self._fail(batch or self._take_waiting(), exc)
+
+    def _take_waiting(self) -> list[WorkItem]:
+        with self._cond:
+            taken, self._waiting = self._waiting, []
+        return taken
+
+    def _fail(self, batch: list[WorkItem], exc: Exception) -> None:
+        self.num_failed_batches += 1
+        error = BatchFailedError(f"the encoder failed on this batch: {type(exc).__name__}: {exc}")
+        for item in batch:
+            item.request.fail(error)
 
     def _next_batch(self) -> list[WorkItem] | None:
         """Blocks until a batch is due; None once closed."""
@@ -181,15 +216,13 @@ class DynamicBatcher:
         return oldest + config.max_wait_ms / 1e3 - time.monotonic()
 
     def _run(self, batch: list[WorkItem]) -> None:
+        """Raises whatever the model raises; _loop fails the batch's requests."""
         batch = [item for item in batch if not item.request.is_cancelled]  # gone while queued
         if not batch:
             return
-        try:
-            rows = self._run_batch([item.encoded for item in batch])
-        except Exception as exc:  # noqa: BLE001 - handed to the callers, the loop goes on
-            logger.exception("encoder batch of %d failed", len(batch))
-            for item in batch:
-                item.request.fail(exc)
-            return
+        rows = self._run_batch([item.encoded for item in batch])
+        if len(rows) != len(batch):
+            raise RuntimeError(f"the model returned {len(rows)} rows for {len(batch)} texts")
         for item, row in zip(batch, rows, strict=True):
             item.request.set_row(item.index, row)
+        self.last_success_at = time.monotonic()

@@ -62,7 +62,9 @@ class ServiceConfig:
     # 2 cores). PyTorch keeps one pass with num_threads intra-op threads.
     data_parallel: bool = True
     num_tokenizer_workers: int = 1  # tokenization runs here, off the event loop
-    tokenizer_cache_size: int = 4096  # repeated inputs skip tokenization (LRU, per text)
+    # repeated inputs skip tokenization: an LRU keyed by a digest of the text, capped at
+    # this many (estimated) bytes; 0 turns it off
+    tokenizer_cache_bytes: int = 32 * 2**20
     variant: str | None = None  # force a variant by name; None: the best validated one
     small_batch_tokens: int = 256  # batches up to this size run single-threaded (session.py)
     allow_spinning: bool = False  # ORT pool threads spin for work (only on an unshared CPU)
@@ -71,8 +73,8 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.num_threads < 1 or self.num_tokenizer_workers < 1:
             raise ValueError("num_threads and num_tokenizer_workers must be >= 1")
-        if self.tokenizer_cache_size < 0:
-            raise ValueError("tokenizer_cache_size must be >= 0 (0 turns the cache off)")
+        if self.tokenizer_cache_bytes < 0:
+            raise ValueError("tokenizer_cache_bytes must be >= 0 (0 turns the cache off)")
 
 
 def check_task(task: str) -> str:

@@ -3,8 +3,9 @@
 Path of one request: the caller's texts are tokenized in a worker pool (one truncation
 rule, an LRU cache), queued in the dynamic batcher, run in length-grouped batches by the
 batcher's thread on the best validated variant, and handed back in order on the caller's
-event loop. A caller that stops waiting (client gone) marks its texts cancelled; the
-batcher skips them.
+event loop. A caller that stops waiting (client gone, or its deadline passed) marks its
+texts cancelled; the batcher skips them. A forward pass that raises fails only the
+requests whose texts it held (`BatchFailedError`); the next request runs as usual.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class EmbeddingService:
         self.variant = backend.name
         self._backend = backend
         self._tokenizer = EncoderTokenizer(
-            spec.path, spec.max_input_tokens, config.tokenizer_cache_size
+            spec.path, spec.max_input_tokens, config.tokenizer_cache_bytes
         )
         self._pool = ThreadPoolExecutor(
             config.num_tokenizer_workers, thread_name_prefix="encoder-tok"
@@ -50,6 +51,7 @@ class EmbeddingService:
         self._batcher = DynamicBatcher(
             self._run_batch, dataclasses.replace(config.batcher, num_workers=num_workers)
         )
+        self._is_closed = False
 
     @classmethod
     def start(
@@ -100,7 +102,18 @@ class EmbeddingService:
             for row in probabilities
         ]
 
+    def is_alive(self) -> bool:
+        """Open, with every batcher thread running: cheap enough for each /health call (no
+        lock, no forward pass)."""
+        return not self._is_closed and self._batcher.is_alive
+
+    @property
+    def last_success_at(self) -> float | None:
+        """`time.monotonic()` when a forward pass last succeeded; None before the first."""
+        return self._batcher.last_success_at
+
     def close(self) -> None:
+        self._is_closed = True
         self._batcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -21,7 +21,16 @@ class ServerConfig:
     health_timeout_s: float = 10.0  # deadline of the /health one-token generation probe
     drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may finish
     max_prompts_per_request: int = 64  # batch prompts of /v1/completions
-    max_embedding_inputs: int = 2048  # texts per /v1/embeddings or /embed request
+    # Encoder routes (/v1/embeddings, /embed, /rerank, /predict, the Inference API) and
+    # /tokenize: characters are counted before tokenizing, so an oversized input costs no
+    # tokenizer time. Each refusal is a 413 (Hugging Face routes, as TEI) or 400 (OpenAI)
+    # naming the field; docs/RELIABILITY.md has the table.
+    max_embedding_inputs: int = 2048  # texts per /v1/embeddings, /embed, /predict request
+    max_rerank_texts: int = 256  # texts per /rerank request (each is tokenized with the query)
+    max_input_chars: int = 128_000  # per text; TEI's max_input_length x 250 at 512 tokens
+    max_rerank_query_chars: int = 4096  # the /rerank query (tokenized once per text)
+    max_tokenize_chars: int = 65_536  # /tokenize inputs (one JSON object per token back)
+    encoder_timeout_s: float = 60.0  # an encoder call still running after this gets 504
     served_model_name: str | None = None  # the name clients use; None: the engine's
     served_embedding_model_name: str | None = None  # None: the embedding service's
 
@@ -37,6 +46,11 @@ class ServerConfig:
         _positive("health_timeout_s", self.health_timeout_s)
         _positive("max_prompts_per_request", self.max_prompts_per_request)
         _positive("max_embedding_inputs", self.max_embedding_inputs)
+        _positive("max_rerank_texts", self.max_rerank_texts)
+        _positive("max_input_chars", self.max_input_chars)
+        _positive("max_rerank_query_chars", self.max_rerank_query_chars)
+        _positive("max_tokenize_chars", self.max_tokenize_chars)
+        _positive("encoder_timeout_s", self.encoder_timeout_s)
         if self.drain_timeout_s < 0:
             raise ValueError("drain_timeout_s must be >= 0, e.g. 30")
 

@@ -1,9 +1,18 @@
-"""The serving core of the encoder routes (OpenAI embeddings, TEI, the Inference API)."""
+"""The serving core of the encoder routes (OpenAI embeddings, TEI, the Inference API).
+
+Every encoder call is admitted (a concurrency ticket, taken before tokenizing), bounded by
+`ServerConfig.encoder_timeout_s` (504; the service then skips the request's queued texts,
+as it does for a client that has gone), and its failures are mapped to statuses here: the
+caller's fault is a 4xx naming the field, the service's a 503 the next request survives.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -18,18 +27,52 @@ from warpserve.server.errors import (
     overloaded,
     unavailable,
 )
-from warpserve.server.generation import cancel_on_disconnect
+from warpserve.server.generation import ClientDisconnected, cancel_on_disconnect
 from warpserve.server.state import EmbeddingBackend, ServerState
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def check_inputs(state: ServerState, texts: list[str], param: str) -> None:
+def too_large(request: Request, message: str, param: str) -> APIError:
+    """A size limit's refusal: 413 on the Hugging Face routes (TEI answers its validation
+    errors so), 400 on OpenAI's."""
+    status = 413 if is_hf_path(request.url.path) else 400
+    return APIError(status, message, param=param)
+
+
+def check_inputs(
+    state: ServerState,
+    request: Request,
+    texts: list[str],
+    param: str,
+    is_batch: bool = True,
+    max_texts: int | None = None,
+) -> None:
+    """The request's texts against the count and size limits, before any tokenizing;
+    `max_texts` defaults to `max_embedding_inputs`."""
     if not texts:
         raise bad_request(f"{param} must not be empty", param=param)
-    if len(texts) > state.config.max_embedding_inputs:
-        limit = state.config.max_embedding_inputs
-        raise bad_request(f"{param} holds more than {limit} texts", param=param)
+    limit = max_texts or state.config.max_embedding_inputs
+    if len(texts) > limit:
+        message = f"{param} holds {len(texts)} texts, more than the limit of {limit}"
+        raise too_large(request, message, param)
+    max_chars = state.config.max_input_chars
+    for index, text in enumerate(texts):
+        if len(text) > max_chars:
+            name = f"{param}[{index}]" if is_batch else param
+            message = f"{name} has {len(text)} characters, more than the limit of {max_chars}"
+            raise too_large(request, message, param)
+
+
+@contextmanager
+def admitted(state: ServerState) -> Iterator[None]:
+    """Hold a concurrency ticket (429 when full, 503 while draining) around one call."""
+    ticket = state.admit()
+    try:
+        yield
+    finally:
+        ticket.release()
 
 
 async def call_encoder(
@@ -39,10 +82,19 @@ async def call_encoder(
     param: str = "inputs",
     is_batch: bool = True,
 ) -> T:
-    """Await one encoder call, mapping its exceptions to HTTP statuses; `param` names the
-    request's texts (and `is_batch` whether it is a list) in a too-long error."""
+    """Await one encoder call under the deadline, mapping its exceptions to HTTP statuses;
+    `param` names the request's texts (and `is_batch` whether it is a list) in a too-long
+    error."""
+    timeout_s = state.config.encoder_timeout_s
     try:
-        return await cancel_on_disconnect(request, work)
+        async with asyncio.timeout(timeout_s):
+            return await cancel_on_disconnect(request, work)
+    except ClientDisconnected:
+        raise
+    except TimeoutError:
+        state.metrics.rejected("encoder_timeout")
+        message = f"the encoder did not answer within {timeout_s:g} s"
+        raise APIError(504, message, code="timeout") from None
     except InputTooLongError as exc:
         name = f"{param}[{exc.index}]" if is_batch else param
         raise input_too_long(request, exc, name) from None
@@ -53,6 +105,10 @@ async def call_encoder(
         raise overloaded(state.config.retry_after_s) from None
     except EngineDeadError as exc:
         raise unavailable(f"the embedding service is not running: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the service failed on valid input
+        logger.exception("encoder call failed", exc_info=exc)
+        state.metrics.rejected("encoder_error")
+        raise unavailable(f"the embedding service failed on this request: {exc}") from None
 
 
 def input_too_long(request: Request, exc: InputTooLongError, name: str) -> APIError:
@@ -78,8 +134,9 @@ async def embed(
     is_batch: bool,
 ) -> tuple[np.ndarray, int]:
     """[num_texts, dim] float32 vectors and the number of tokens they took."""
-    work = embedder.embed(texts, normalize=normalize, truncate=truncate)
-    vectors, num_tokens = await call_encoder(state, request, work, param, is_batch)
+    with admitted(state):
+        work = embedder.embed(texts, normalize=normalize, truncate=truncate)
+        vectors, num_tokens = await call_encoder(state, request, work, param, is_batch)
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1), int(num_tokens)
 
 

@@ -1,4 +1,8 @@
-"""TEI-compatible POST /embed, /rerank (a cross-encoder) and /predict (a classifier)."""
+"""TEI-compatible POST /embed, /rerank (a cross-encoder) and /predict (a classifier).
+
+Limits are checked before anything is tokenized, and each call is admitted like a
+generation (server/embedding.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import math
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from warpserve.server.embedding import call_encoder, check_inputs, embed
+from warpserve.server.embedding import admitted, call_encoder, check_inputs, embed, too_large
 from warpserve.server.errors import APIError
 from warpserve.server.hf.schemas import EmbedRequest, PredictRequest, RerankRequest
 from warpserve.server.state import ServerState, get_state
@@ -38,8 +42,8 @@ async def serve_embed(
     if body.prompt_name is not None:
         raise APIError(422, "prompt_name is not supported", param="prompt_name")
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
-    check_inputs(state, texts, "inputs")
     is_batch = not isinstance(body.inputs, str)
+    check_inputs(state, request, texts, "inputs", is_batch)
     vectors, _ = await embed(
         state, request, embedder, texts, body.normalize, body.truncate, "inputs", is_batch
     )
@@ -55,9 +59,16 @@ async def serve_rerank(
 ) -> list[dict[str, object]]:
     reranker = state.require_embedder(None, "rerank")
     _check_direction(body.truncation_direction)
-    check_inputs(state, body.texts, "texts")
-    work = reranker.rerank(body.query, list(body.texts), truncate=body.truncate)
-    scores = await call_encoder(state, request, work, "texts")
+    check_inputs(state, request, body.texts, "texts", max_texts=state.config.max_rerank_texts)
+    max_query_chars = state.config.max_rerank_query_chars
+    if len(body.query) > max_query_chars:
+        message = (
+            f"query has {len(body.query)} characters, more than the limit of {max_query_chars}"
+        )
+        raise too_large(request, message, "query")
+    with admitted(state):
+        work = reranker.rerank(body.query, list(body.texts), truncate=body.truncate)
+        scores = await call_encoder(state, request, work, "texts")
     ranked = []
     for index, score in enumerate(scores):
         entry: dict[str, object] = {
@@ -77,9 +88,10 @@ async def serve_predict(
     _check_direction(body.truncation_direction)
     is_single = isinstance(body.inputs, str)
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
-    check_inputs(state, texts, "inputs")
-    work = classifier.classify(texts, truncate=body.truncate)
-    results = await call_encoder(state, request, work, "inputs", not is_single)
+    check_inputs(state, request, texts, "inputs", not is_single)
+    with admitted(state):
+        work = classifier.classify(texts, truncate=body.truncate)
+        results = await call_encoder(state, request, work, "inputs", not is_single)
     labelled = [[{"label": label, "score": float(score)} for label, score in r] for r in results]
     return labelled[0] if is_single else labelled
 

@@ -18,8 +18,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> JSONRes
     state = get_state(request)
     embedder = state.require_embedder(body.model)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    check_inputs(state, texts, "input")
     is_batch = not isinstance(body.input, str)
+    check_inputs(state, request, texts, "input", is_batch)
     # OpenAI's API has no truncation switch: too long is an error naming the limit
     vectors, num_tokens = await embed(
         state, request, embedder, texts, True, False, "input", is_batch
