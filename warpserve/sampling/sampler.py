@@ -7,6 +7,9 @@ The path of a row:
      inverse-CDF draw;
   4. logprobs, when asked, from the raw logits (logprobs.py).
 A batch of plain greedy rows (no processors, no logprobs) is a single argmax.
+Rows with a structured-output constraint (`params.structured`) first have every token
+their grammar forbids set to -inf (grammar.py), in a copy; the rest of the path is the
+same, so logprobs of a constrained row are those of the constrained distribution.
 
 Randomness. A random row draws exactly one float64 uniform u per step from its own
 torch.Generator (a CPU generator; rows without one share the sampler's default
@@ -26,6 +29,7 @@ import torch
 
 from warpserve.sampling.draw import sample_from_logits
 from warpserve.sampling.filters import apply_temperature, truncation_cutoffs
+from warpserve.sampling.grammar import GrammarMasker
 from warpserve.sampling.logprobs import compute_logprobs
 from warpserve.sampling.processors import needs_processing, process_logits
 from warpserve.sampling.types import SampledToken, SamplingRow
@@ -46,11 +50,19 @@ class Sampler:
             self.default_generator.seed()
         else:
             self.default_generator.manual_seed(seed)
+        self.grammar = GrammarMasker(self.eos_token_ids)
+
+    def release(self, request_id: str) -> None:
+        """The request is finished: drop its grammar matcher, if it has one."""
+        self.grammar.release(request_id)
 
     def __call__(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> list[SampledToken]:
         """logits [B, V], row i for rows[i]; it is read, never modified."""
         assert logits.shape == (len(rows), self.vocab_size), (logits.shape, len(rows))
         logits = logits.float()  # a no-op for float32; half-precision logprobs are too coarse
+        constrained = GrammarMasker.constrained_rows(rows)
+        if constrained:
+            logits = self.grammar.apply(logits, rows, constrained)  # a masked copy
         if all(_is_plain_greedy(row) and row.params.logprobs is None for row in rows):
             # torch.argmax returns the first maximal index: ties go to the lowest id.
             return [SampledToken(t, None, None) for t in logits.argmax(dim=-1).tolist()]

@@ -18,6 +18,8 @@ class SamplingRow:
     generator: torch.Generator | None  # per-request, seeded: same seed => same tokens
     prompt_token_ids: Sequence[int]
     output_token_ids: Sequence[int]
+    # Keys the row's grammar matcher (sampling/grammar.py); None: keyed by output_token_ids.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ from warpserve.server.generation import StreamGroup, cancel_on_disconnect, open_
 from warpserve.server.openai.formatting import ChoiceDelta, DeltaTracker, chat_logprobs, usage
 from warpserve.server.openai.params import check_stream_options, sampling_params
 from warpserve.server.openai.schemas import ChatCompletionRequest, ChatMessage
+from warpserve.server.openai.structured import openai_constraint
 from warpserve.server.prompts import encode_chat, fit_max_tokens
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
+from warpserve.server.structured import constrain
 
 router = APIRouter(tags=["openai"])
 
@@ -47,6 +49,7 @@ async def serve_chat(state: ServerState, request: Request, body: ChatCompletionR
     max_tokens = fit_max_tokens(state, [prompt], requested, None, param)
     num_top = body.top_logprobs or 0
     params = sampling_params(body, max_tokens, num_top if body.logprobs else None)
+    params = await constrain(request, params, openai_constraint(body))
     group = await open_streams(state, request, [prompt], params, "chatcmpl", arrival)
     ctx = _Context(
         id=group.streams[0].request_id,
@@ -78,10 +81,6 @@ def _reject_unsupported(body: ChatCompletionRequest) -> None:
     check_stream_options(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise bad_request("only response_format type 'text' is supported", param="response_format")
-    if body.tools:
-        raise bad_request("tools are not supported", param="tools")
 
 
 def _choice_logprobs(ctx: _Context, delta: ChoiceDelta) -> dict[str, list] | None:
