@@ -12,7 +12,7 @@ from types import ModuleType
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("warpserve.commands.generate", "generate text from a prompt, streamed"),
     "serve": ("warpserve.commands.serve", "start the OpenAI / Hugging Face compatible server"),
-    "bench": ("warpserve.bench.cli", "benchmarks: throughput, serve, embed, ladder"),
+    "bench": ("warpserve.bench.cli", "benchmarks: throughput, serve, ladder, kernels, ..."),
     "optimize": ("warpserve.commands.optimize", "export, optimize and validate an encoder"),
     "models": ("warpserve.commands.models", "list the bundled models and where they are"),
 }

@@ -130,7 +130,7 @@ def test_load_token_ids_reads_a_slice(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_real_model_int8_passes_gate_on_wikitext_slice():
-    from warpserve.quant.accuracy_bench import load_hf_gguf_model
+    from warpserve.bench.accuracy import load_hf_gguf_model
     from warpserve.weights.registry import ModelNotFoundError
 
     try:

@@ -3,7 +3,7 @@
 Every kernel maps x [M, K] float plus a quantized weight to y [M, N] in x's dtype, and
 computes the same function as `x @ dequantize(weight).T` up to its rounding (bf16
 activations, int8 activations). The choice per scheme and token count comes from
-`python -m warpserve.quant.kernels_bench` on the target CPU; the table and the reasons are in
+`warpserve bench kernels` on the target CPU; the table and the reasons are in
 docs/ARCHITECTURE.md, section "Quantization kernels". In short, on a 2-core AVX2 EPYC
 without VNNI:
 - small M (decode): the fused int8/int4 kernels read 4x/8x fewer weight bytes than fp32 and

@@ -1,8 +1,9 @@
-"""Perplexity of fp32 vs each quantization scheme on WikiText-2, through the gate.
+"""`warpserve bench accuracy`: perplexity of fp32 vs each quantization scheme on
+WikiText-2, through the accuracy gate (quant/perplexity.py).
 
-    python -m warpserve.quant.accuracy_bench [--data ../shared/data/wikitext2-valid.txt]
-        [--schemes int8 w8a8 int8-mixed int4 int4@g64 int4-all] [--num-windows 8]
-        [--window-tokens 512] [--json out.json]
+    warpserve bench accuracy [--text wikitext2-valid.txt] [--num-windows 8]
+        [--schemes int8 w8a8 int8-mixed int4 int4@g64 int4-all] [--window-tokens 512]
+        [--out bench_results/accuracy.json]
 
 Scheme specs: see build_variant; e.g. "int4@g64", "int4@sym", "w8a8~*down_proj", and
 "int4-all" for int4 on every layer including the LM head (the "int4" preset keeps it int8).
@@ -14,28 +15,29 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import torch
 from torch import nn
 
-from warpserve.quant.linear import Int4WeightOnlyLinear
-from warpserve.quant.perplexity import (
+from warpserve.quant import (
     EvalConfig,
+    Int4WeightOnlyLinear,
     gate,
     load_token_ids,
     module_logits_fn,
     perplexity,
+    quantize_model,
 )
-from warpserve.quant.swap import quantize_model
 
-DEFAULT_DATA = "../shared/data/wikitext2-valid.txt"
 DEFAULT_SCHEMES = ("int8", "w8a8", "int8-mixed", "int4", "int4@g64", "int4-all")
 
 
-def load_hf_gguf_model(name: str = "smollm2-135m-instruct"):
+def load_hf_gguf_model(
+    name: str = "smollm2-135m-instruct",
+) -> tuple[nn.Module, Callable[[str], list[int]]]:
     """(fp32 model in eval mode, encode function) from a bundled or local .gguf file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,22 +70,26 @@ def build_variant(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
     return variant, scheme
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--text", default=None, help="evaluation text (default WikiText-2)")
     parser.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES))
     parser.add_argument("--num-windows", type=int, default=8)
     parser.add_argument("--window-tokens", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="bench_results/accuracy.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from warpserve.bench.datasets import find_text
+    from warpserve.bench.report import environment, write_json
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = EvalConfig(args.num_windows, args.window_tokens, args.seed)
     model, encode = load_hf_gguf_model(args.model)
-    token_ids = load_token_ids(args.data, encode)
+    token_ids = load_token_ids(find_text(args.text), encode)
     reference = perplexity(module_logits_fn(model), token_ids, config)
     print(f"fp32: perplexity {reference.perplexity:.4f} on {reference.num_scored_tokens} tokens")
     reports = []
@@ -95,10 +101,11 @@ def main(argv: list[str] | None = None) -> None:
         report = gate(scheme, reference, result, force=True)
         print(f"[{spec}] {report.summary()}; {seconds:.1f} s", flush=True)
         reports.append({"spec": spec, "seconds": seconds, **asdict(report)})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": asdict(config), "reports": reports}, f, indent=1)
-
-
-if __name__ == "__main__":
-    main()
+    payload = {
+        "environment": environment(),
+        "config": vars(args),
+        "eval": asdict(config),
+        "reports": reports,
+    }
+    print(f"wrote {write_json(args.out, payload)}")
+    return 0

@@ -1,24 +1,23 @@
-"""Microseconds per call of every quantized-matmul kernel vs fp32 nn.Linear, per layer shape.
+"""`warpserve bench kernels`: microseconds per call of every quantized-matmul kernel
+against fp32 nn.Linear, per layer shape of SmolLM2-135M.
 
-    python -m warpserve.quant.kernels_bench [--tokens 1 4 32 64 256] [--threads 2]
-        [--reps 15] [--clock wall|cpu] [--json out.json]
+    warpserve bench kernels [--tokens 1 4 32 64 256] [--threads 1] [--reps 15]
+        [--clock wall|cpu] [--out bench_results/kernels.json] [--from-json saved.json]
 
 All candidates of one (shape, M) cell are timed interleaved, one call each per round, and the
 median over rounds is reported, so a noisy shared machine slows every candidate alike.
 A candidate whose warm-up call takes more than SLOW_FACTOR x fp32 is reported as skipped
-(the scalar fallbacks take seconds on the LM head). `run()` is the entry point for other
-benchmarks.
+(the scalar fallbacks take seconds on the LM head).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -153,9 +152,9 @@ def bench_shape(layer: str, num_tokens: int, reps: int, clock: Callable[[], floa
     return rows
 
 
-def run(
-    tokens=TOKENS,
-    layers=tuple(SHAPES),
+def measure(
+    tokens: Sequence[int] = TOKENS,
+    layers: Sequence[str] = tuple(SHAPES),
     reps: int = 15,
     threads: int | None = None,
     clock: str = "wall",
@@ -215,37 +214,33 @@ def _cell(row: Row | None, *, with_name: bool) -> str:
     return f"{row.us_per_call:.0f} us ({row.vs_fp32:.2f}x){name}"
 
 
-def hardware() -> dict[str, object]:
-    return {
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "vnni": K.has_fast_int_mm(),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     parser.add_argument("--layers", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    parser.add_argument("--json", default=None, help="write rows and hardware here")
+    parser.add_argument(
+        "--clock", choices=["wall", "cpu"], default="wall", help="cpu: one thread's CPU time"
+    )
+    parser.add_argument("--out", default="bench_results/kernels.json")
     parser.add_argument("--from-json", default=None, help="only print the summary of a saved run")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    from warpserve.bench.report import environment, write_json
+
     if args.from_json:
         with open(args.from_json) as f:
             print(markdown_summary([Row(**r) for r in json.load(f)["rows"]]))
-        return
-    rows = run(args.tokens, args.layers, args.reps, args.threads, args.clock)
+        return 0
+    rows = measure(args.tokens, args.layers, args.reps, args.threads, args.clock)
     print(markdown_summary(rows))
-    if args.json:
-        meta = {**hardware(), "clock": args.clock, "reps": args.reps}
-        with open(args.json, "w") as f:
-            json.dump({"hardware": meta, "rows": [asdict(r) for r in rows]}, f, indent=1)
-
-
-if __name__ == "__main__":
-    main()
+    payload = {
+        "environment": environment(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "vnni": K.has_fast_int_mm(),
+        "config": vars(args),
+        "rows": [asdict(r) for r in rows],
+    }
+    print(f"wrote {write_json(args.out, payload)}")
+    return 0
