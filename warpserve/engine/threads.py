@@ -3,8 +3,9 @@
 On 2 cores shared with the HTTP front end (event loop, SSE formatting) a step over a few
 sequences is too small to split: the second thread mostly waits at the barriers of each
 op, and any moment the front end takes on its core stalls the step. Steps over many
-sequences have enough work per op to gain from both cores. Measured: docs/ARCHITECTURE.md,
-"Threads and placement".
+sequences have enough work per op to gain from both cores. Chosen from `warpserve bench
+serve` runs against the in-process server at 1 and 2 threads; rerun them to re-check the
+threshold (ModelConfig.few_seqs_max) on other hardware.
 """
 
 from __future__ import annotations

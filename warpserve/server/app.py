@@ -92,7 +92,3 @@ def _add_middleware(app: FastAPI, config: ServerConfig) -> None:
 
 async def _on_client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
-
-
-def server_state(app: FastAPI) -> ServerState:
-    return app.state.warpserve
