@@ -59,7 +59,10 @@ def build_variant(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
     variant = copy.deepcopy(model)
     if spec == "int4-all":
         quantize_model(variant, "int4", exclude=["lm_head"])
-        variant.set_submodule("lm_head", Int4WeightOnlyLinear.from_linear(variant.lm_head))
+        head = variant.get_submodule("lm_head")
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"int4-all needs an nn.Linear lm_head, found {type(head).__name__}")
+        variant.set_submodule("lm_head", Int4WeightOnlyLinear.from_linear(head))
         return variant, "int4"
     spec, _, int8_pattern = spec.partition("~")
     scheme, *options = spec.split("@")

@@ -106,7 +106,7 @@ def _measure(model, batch: int, args, decode_kernel, torch) -> dict:
         return fused(token_ids, positions, slots, tables, lens, all_rows)
 
     diff = float((eager() - fused_step()).abs().max())
-    times = {"eager": [], "fused": []}
+    times: dict[str, list[float]] = {"eager": [], "fused": []}
     for _ in range(args.repeats):
         for name, fn in (("eager", eager), ("fused", fused_step)):
             started = time.perf_counter()

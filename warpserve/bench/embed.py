@@ -128,10 +128,10 @@ class _Warpserve:
         self._loop.close()
 
 
-def _start_systems(args: argparse.Namespace) -> dict[str, object]:
+def _start_systems(args: argparse.Namespace) -> dict[str, _SentenceTransformers | _Warpserve]:
     from warpserve.weights.registry import resolve_model_path
 
-    systems: dict[str, object] = {
+    systems: dict[str, _SentenceTransformers | _Warpserve] = {
         REFERENCE: _SentenceTransformers(
             resolve_model_path(args.model), args.batch_size, args.threads
         )

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from warpserve.bench.report import percentiles
 from warpserve.weights.registry import resolve_model_path
 
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel
 
-def load_hf_model(model: str, dtype: str = "float32", use_cache: bool = True) -> nn.Module:
+    class CausalLM(PreTrainedModel, GenerationMixin):
+        """What AutoModelForCausalLM returns: a model with a config and generate()."""
+
+
+def load_hf_model(model: str, dtype: str = "float32", use_cache: bool = True) -> CausalLM:
     """The model as a plain Transformers deployment loads it (GGUF via gguf_file=)."""
     from transformers import AutoModelForCausalLM
 
@@ -26,7 +32,7 @@ def load_hf_model(model: str, dtype: str = "float32", use_cache: bool = True) ->
 
 
 @torch.inference_mode()
-def _generate(hf: nn.Module, batch: list[list[int]], output_len: int, use_cache: bool = True):
+def _generate(hf: CausalLM, batch: list[list[int]], output_len: int, use_cache: bool = True):
     pad = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
     width = max(len(p) for p in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -46,7 +52,7 @@ def _generate(hf: nn.Module, batch: list[list[int]], output_len: int, use_cache:
 
 
 def run_hf_batch1(
-    hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: bool = True
+    hf: CausalLM, prompts: list[list[int]], output_len: int, use_cache: bool = True
 ) -> dict[str, object]:
     """One request at a time; TTFT measured with a separate 1-token generate per request."""
     _generate(hf, [prompts[0][:8]], 2, use_cache)  # warm-up
@@ -71,8 +77,8 @@ def run_hf_batch1(
 
 
 def run_hf_batched(
-    hf: nn.Module, prompts: list[list[int]], output_len: int, batch_sizes: list[int]
-) -> dict[str, object]:
+    hf: CausalLM, prompts: list[list[int]], output_len: int, batch_sizes: list[int]
+) -> dict[str, Any]:
     """Padded static batches in arrival order; the best batch size is the baseline."""
     runs = []
     for batch_size in batch_sizes:

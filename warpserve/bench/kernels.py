@@ -19,12 +19,18 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
+from warpserve.quant import (
+    Int4WeightOnlyLinear,
+    Int8WeightOnlyLinear,
+    QuantizedLinear,
+    W8A8Linear,
+)
 from warpserve.quant import kernels as K
-from warpserve.quant.linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, W8A8Linear
 
 # SmolLM2-135M's linear shapes (N = out_features, K = in_features), fused as in
 # warpserve/models/llama.py.
@@ -75,7 +81,7 @@ def _candidates(
     return out
 
 
-def _bound(module: nn.Module, kernel: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _bound(module: QuantizedLinear, kernel: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: module.matmul(x, kernel)
 
 
@@ -132,7 +138,7 @@ def bench_shape(layer: str, num_tokens: int, reps: int, clock: Callable[[], floa
     x = torch.randn(num_tokens, k)
     with torch.inference_mode():
         seconds = _time_cell(
-            {name: (lambda f=f: f(x)) for name, (f, _) in candidates.items()}, reps, clock
+            {name: partial(f, x) for name, (f, _) in candidates.items()}, reps, clock
         )
     base = seconds["fp32/linear"]
     rows = []

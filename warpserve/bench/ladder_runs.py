@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from warpserve.bench.report import percentiles
+
+if TYPE_CHECKING:
+    from warpserve.bench.hf_baseline import CausalLM
 
 
 @dataclass
@@ -115,7 +119,7 @@ def _decode_rate(token_times: list[list[float]]) -> float | None:
 
 
 @torch.inference_mode()
-def run_hf(hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: bool) -> RunResult:
+def run_hf(hf: CausalLM, prompts: list[list[int]], output_len: int, use_cache: bool) -> RunResult:
     """One request at a time through `generate` (greedy, exactly `output_len` new tokens).
 
     TTFT is a separate 1-token generate per request; decode tokens/s is the remaining
@@ -148,7 +152,7 @@ def run_hf(hf: nn.Module, prompts: list[list[int]], output_len: int, use_cache: 
     )
 
 
-def _generate(hf: nn.Module, prompt: list[int], output_len: int, use_cache: bool) -> list[int]:
+def _generate(hf: CausalLM, prompt: list[int], output_len: int, use_cache: bool) -> list[int]:
     ids = torch.tensor([prompt])
     pad = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
     out = hf.generate(

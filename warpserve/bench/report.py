@@ -26,7 +26,7 @@ def environment() -> dict[str, object]:
 
     import torch
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("warpserve", "torch", "transformers", "onnxruntime", "tokenizers"):
         try:
             versions[package] = metadata.version(package)

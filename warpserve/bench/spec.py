@@ -23,6 +23,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     chat = [(f"chat-{i}", text) for i, text in enumerate(CHAT_PROMPTS)]
     chat = (chat * (1 + args.concurrency // len(chat)))[: max(args.num_chat, args.concurrency)]
     encode = _encoder(tokenizer)
-    results: dict[str, object] = {"environment": report.environment(), "config": vars(args)}
+    results: dict[str, Any] = {"environment": report.environment(), "config": vars(args)}
     workloads = {
         "grounded_single": ([encode(t) for _, t in grounded[: args.num_grounded]], 1),
         "chat_single": ([encode(t) for _, t in chat[: args.num_chat]], 1),
@@ -293,10 +294,10 @@ def _run_batch(
 def _result(tally: _Tally, baseline: _Tally, width: int) -> dict[str, object]:
     tokens_per_s = tally.num_tokens / tally.seconds
     baseline_per_s = baseline.num_tokens / baseline.seconds
-    decode_per_s = baseline_decode_per_s = None
+    decode_per_s = decode_speedup = None
     if width == 1 and tally.decode_seconds and baseline.decode_seconds:
         decode_per_s = tally.decode_tokens / tally.decode_seconds
-        baseline_decode_per_s = baseline.decode_tokens / baseline.decode_seconds
+        decode_speedup = decode_per_s / (baseline.decode_tokens / baseline.decode_seconds)
     return {
         "seconds": tally.seconds,
         "batch_tokens_per_s": tally.batch_tokens_per_s,
@@ -304,7 +305,7 @@ def _result(tally: _Tally, baseline: _Tally, width: int) -> dict[str, object]:
         "tokens_per_s": tokens_per_s,
         "speedup": tokens_per_s / baseline_per_s,
         "decode_tokens_per_s": decode_per_s,
-        "decode_speedup": None if decode_per_s is None else decode_per_s / baseline_decode_per_s,
+        "decode_speedup": decode_speedup,
         "identical_to_none": tally.token_ids == baseline.token_ids,
         "num_drafts": tally.num_drafts,
         "num_draft_tokens": tally.num_draft_tokens,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from warpserve.config import add_engine_arguments
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     corpus = datasets.corpus_token_ids(loaded.tokenizer, datasets.find_text(args.text))
     lengths = datasets.sample_lengths(lo, hi, args.num_requests, args.seed)
     prompts = datasets.sample_prompts(corpus, lengths, args.seed)
-    results: dict[str, object] = {"environment": report.environment(), "config": vars(args)}
+    results: dict[str, Any] = {"environment": report.environment(), "config": vars(args)}
     results["workload"] = {
         "num_requests": len(prompts),
         "prompt_len_range": [lo, hi],
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shared_prefix(args, loaded, config, corpus) -> dict[str, object]:
+def _shared_prefix(args, loaded, config, corpus) -> dict[str, Any]:
     from dataclasses import replace
 
     from warpserve.bench import datasets
@@ -96,7 +97,7 @@ def _shared_prefix(args, loaded, config, corpus) -> dict[str, object]:
         corpus, datasets.sample_lengths(lo, hi, args.num_requests, args.seed + 2), args.seed + 3
     )
     prompts = [system + s for s in suffixes]
-    out: dict[str, object] = {"prefix_len": len(system), "suffix_len_range": [lo, hi]}
+    out: dict[str, Any] = {"prefix_len": len(system), "suffix_len_range": [lo, hi]}
     for enabled in (True, False):
         cfg = replace(config, cache=replace(config.cache, enable_prefix_caching=enabled))
         key = "caching_on" if enabled else "caching_off"

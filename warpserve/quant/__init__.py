@@ -5,7 +5,12 @@ The engine applies a preset without scoring it (that needs reference text and a 
 forward over it); `warpserve bench accuracy` runs the gate for every preset, and any
 caller can run `check_variant` before serving a variant of its own."""
 
-from warpserve.quant.linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, W8A8Linear
+from warpserve.quant.linear import (
+    Int4WeightOnlyLinear,
+    Int8WeightOnlyLinear,
+    QuantizedLinear,
+    W8A8Linear,
+)
 from warpserve.quant.perplexity import (
     BUDGETS,
     AccuracyGateError,
@@ -29,6 +34,7 @@ __all__ = [
     "Int4WeightOnlyLinear",
     "Int8WeightOnlyLinear",
     "PerplexityResult",
+    "QuantizedLinear",
     "W8A8Linear",
     "check_variant",
     "gate",

@@ -25,7 +25,7 @@ INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu packs output channel
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # the group sizes the int4 kernel is built for
 
 
-class _QuantizedLinear(nn.Module):
+class QuantizedLinear(nn.Module):
     """Shared shape handling: [..., K] -> [M, K] -> kernel -> [..., N] (+ bias)."""
 
     kernels: tuple[str, ...] = ()
@@ -59,10 +59,12 @@ class _QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class Int8WeightOnlyLinear(_QuantizedLinear):
+class Int8WeightOnlyLinear(QuantizedLinear):
     """int8 weights with one symmetric fp32 scale per output channel; float activations."""
 
     kernels = tuple(K.INT8_WO_KERNELS)
+    weight_q: torch.Tensor  # buffers, registered in __init__
+    weight_scale: torch.Tensor
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__(linear.in_features, linear.out_features, linear.bias)
@@ -119,7 +121,7 @@ class W8A8Linear(Int8WeightOnlyLinear):
         return f"{super().extra_repr()}, min_act_quant_tokens={self.min_act_quant_tokens}"
 
 
-class Int4WeightOnlyLinear(_QuantizedLinear):
+class Int4WeightOnlyLinear(QuantizedLinear):
     """4-bit weights, one (scale, zero) pair per `group_size` inputs; see primitives.py.
 
     Holds the weight twice at 4 bits: in the fused kernel's packed layout (decode) and as
@@ -127,6 +129,11 @@ class Int4WeightOnlyLinear(_QuantizedLinear):
     """
 
     kernels = K.INT4_KERNELS
+    weight_nibbles: torch.Tensor  # buffers, registered in __init__
+    weight_scale: torch.Tensor
+    weight_zero: torch.Tensor
+    weight_packed: torch.Tensor
+    scale_zero_bf16: torch.Tensor
 
     def __init__(self, linear: nn.Linear, *, group_size: int = 32, symmetric: bool = False):
         super().__init__(linear.in_features, linear.out_features, linear.bias)
