@@ -89,7 +89,8 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         app,
         host=config.host,
         port=config.port,
-        timeout_graceful_shutdown=config.drain_timeout_s,
+        # uvicorn annotates this as int, but hands it to asyncio.wait_for, which takes float
+        timeout_graceful_shutdown=config.drain_timeout_s,  # type: ignore[arg-type]
         log_level="info",
     )
     server = _DrainingServer(uv_config, app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeGuard, cast
 
 from warpserve.request import SamplingParams
 from warpserve.server.errors import APIError, bad_request, from_value_error
@@ -64,11 +65,11 @@ async def encode_prompts(
     if isinstance(prompt, str):
         prompts: list[list[int]] = [await encode(state, prompt, param=param)]
     elif _is_token_list(prompt):
-        prompts = [list(prompt)]  # type: ignore[arg-type]
-    else:
+        prompts = [list(prompt)]
+    else:  # what is left: a list of texts or of token id lists
         prompts = [
-            await encode(state, p, param=param) if isinstance(p, str) else list(p)  # type: ignore[union-attr]
-            for p in prompt
+            await encode(state, p, param=param) if isinstance(p, str) else list(p)
+            for p in cast("list[str | list[int]]", prompt)
         ]
     if not prompts:
         raise bad_request(f"{param} must not be empty", param=param)
@@ -81,7 +82,7 @@ async def encode_prompts(
     return prompts
 
 
-def _is_token_list(prompt: object) -> bool:
+def _is_token_list(prompt: object) -> TypeGuard[list[int]]:
     return isinstance(prompt, list) and bool(prompt) and all(isinstance(p, int) for p in prompt)
 
 
