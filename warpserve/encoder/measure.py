@@ -10,7 +10,7 @@ outside load then lands on all systems alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,7 +31,7 @@ class Timing:
 
 
 def interleaved_piecewise(
-    systems: dict[str, Callable[[T], object]], pieces: list[T], rounds: int
+    systems: Mapping[str, Callable[[T], object]], pieces: list[T], rounds: int
 ) -> dict[str, float]:
     """Per system, seconds for all pieces: the sum over pieces of its fastest run."""
     names = list(systems)

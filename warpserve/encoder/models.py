@@ -97,8 +97,8 @@ def _labels(config: dict, task: str, path: Path) -> tuple[str, ...]:
 def _max_input_tokens(path: Path, config: dict, model_type: str) -> int:
     offset = 2 if model_type in _POSITION_OFFSET_TYPES else 0
     limit = int(config.get("max_position_embeddings", 512)) - offset
-    st_config = _read_json(path / "sentence_bert_config.json") or {}
-    tokenizer_config = _read_json(path / "tokenizer_config.json") or {}
+    st_config = _read_json_object(path / "sentence_bert_config.json")
+    tokenizer_config = _read_json_object(path / "tokenizer_config.json")
     for declared in (st_config.get("max_seq_length"), tokenizer_config.get("model_max_length")):
         if isinstance(declared, int) and 0 < declared < limit:
             return declared
@@ -112,6 +112,12 @@ def _has_normalize(path: Path) -> bool:
 
 def _read_json(path: Path) -> dict | list | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON file that holds an object; {} when it is absent or holds something else."""
+    value = _read_json(path)
+    return value if isinstance(value, dict) else {}
 
 
 class EncoderModule(nn.Module):

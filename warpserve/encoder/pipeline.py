@@ -108,7 +108,7 @@ def _prepare_inputs(spec: EncoderSpec, options: OptimizeOptions) -> _Inputs:
     calibration = calibration_inputs(spec.task)
     gold = np.array([p.score for p in pairs])
     if spec.task == "embed":
-        validation: list[TextInput] = [p.first for p in pairs] + [p.second for p in pairs]
+        validation: list[TextInput] = [*(p.first for p in pairs), *(p.second for p in pairs)]
         return _Inputs(validation, gold, list(timing), calibration)
     if spec.task == "classify":
         return _Inputs([p.first for p in pairs], None, list(timing), calibration)

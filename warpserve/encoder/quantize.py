@@ -126,7 +126,7 @@ def simulated_error(x: np.ndarray, weight: np.ndarray) -> float:
     w_scale = np.maximum(np.abs(weight).max(axis=0, keepdims=True), 1e-12) / 127.0
     w_q = np.round(weight / w_scale) * w_scale
     exact = x @ weight
-    return float(np.linalg.norm(x_q @ w_q - exact) / max(np.linalg.norm(exact), 1e-12))
+    return float(np.linalg.norm(x_q @ w_q - exact) / max(float(np.linalg.norm(exact)), 1e-12))
 
 
 def _run_quantizer(

@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -61,9 +62,10 @@ class EncoderTokenizer:
         if missing:
             batch = [_as_input(texts[i]) for i in missing]
             for index, encoding in zip(missing, self._plain.encode_batch_fast(batch), strict=True):
-                found[index] = self._within_limit(texts[index], index, encoding, truncate)
-                self._cache.put(keys[index], found[index])
-        return found  # type: ignore[return-value]
+                encoded = self._within_limit(texts[index], index, encoding, truncate)
+                found[index] = encoded
+                self._cache.put(keys[index], encoded)
+        return cast(list[EncodedText], found)  # every None was filled above
 
     @property
     def cache_bytes(self) -> int:
