@@ -50,7 +50,7 @@ async def grammar_compiler(request: Request) -> GrammarCompiler:
     if lock is None:
         lock = app_state.grammar_compiler_lock = asyncio.Lock()
     async with lock:
-        compiler = getattr(app_state, "grammar_compiler", None)
+        compiler: GrammarCompiler | None = getattr(app_state, "grammar_compiler", None)
         if compiler is None:
             state = get_state(request)
             tokenizer = state.tokenizer()

@@ -47,9 +47,15 @@ class Matcher(Protocol):
 
 
 class CompiledGrammar(Protocol):
-    backend: str  # "xgrammar" | "llguidance"
-    vocab_size: int  # bitmask width in tokens (the tokenizer's vocabulary)
-    stats: StructuredStats
+    # Read-only (properties), so frozen dataclasses implement it.
+    @property
+    def backend(self) -> str: ...  # "xgrammar" | "llguidance"
+
+    @property
+    def vocab_size(self) -> int: ...  # bitmask width in tokens (the tokenizer's vocabulary)
+
+    @property
+    def stats(self) -> StructuredStats: ...
 
     def new_matcher(self) -> Matcher: ...
 
