@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "spec": "speculative decoding (n-gram, auto, draft, layer skip) against plain decoding",
     "decode-step": "one decode step: eager modules against the fused C++ kernel, per format",
     "llamacpp": "llama.cpp (the bench extra) on a GGUF: one stream and N sequences per type",
+    "soak": "a mixed load with hang-ups, slow readers and an engine stall; pass/fail",
     "kernels": "every quantized-matmul kernel against fp32 nn.Linear, per layer shape",
     "accuracy": "perplexity of fp32 and each quantization scheme on WikiText-2, gated",
 }

@@ -6,6 +6,7 @@ and never starts or stops them: whoever built them (`warpserve serve`, a test) o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from fastapi.responses import Response
 
 import warpserve
 from warpserve.engine.protocol import EngineClient
+from warpserve.server import debug
 from warpserve.server.config import ServerConfig
 from warpserve.server.errors import install_error_handlers
 from warpserve.server.generation import CLIENT_CLOSED_REQUEST, ClientDisconnected
@@ -48,7 +50,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lag_watch = asyncio.create_task(state.metrics.watch_event_loop_lag())
         yield
+        lag_watch.cancel()
         state.is_draining = True  # uvicorn has drained the connections by now
         state.tokenizer_pool.shutdown(wait=False)
 
@@ -61,6 +65,8 @@ def create_app(
     app.state.warpserve = state
     for router in _ROUTERS:
         app.include_router(router)
+    if config.enable_debug_faults:  # off by default: WARPSERVE_DEBUG_FAULTS=1
+        app.include_router(debug.router)
     install_error_handlers(app)
     app.add_exception_handler(ClientDisconnected, _on_client_disconnected)  # type: ignore[arg-type]
     _add_middleware(app, config)
@@ -72,7 +78,9 @@ def _make_state(
 ) -> ServerState:
     model_name = config.served_model_name or (engine.model_name if engine else "")
     metrics = ServerMetrics(engine, model_name)
-    return ServerState(engine=engine, embedder=embedder, config=config, metrics=metrics)
+    state = ServerState(engine=engine, embedder=embedder, config=config, metrics=metrics)
+    metrics.in_flight.set_function(lambda: state.num_in_flight)
+    return state
 
 
 def _add_middleware(app: FastAPI, config: ServerConfig) -> None:

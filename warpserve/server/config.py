@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+
+
+def _debug_faults_from_env() -> bool:
+    return os.environ.get("WARPSERVE_DEBUG_FAULTS") == "1"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class ServerConfig:
     max_rerank_query_chars: int = 4096  # the /rerank query (tokenized once per text)
     max_tokenize_chars: int = 65_536  # /tokenize inputs (one JSON object per token back)
     encoder_timeout_s: float = 60.0  # an encoder call still running after this gets 504
+    # POST /debug/stall (server/debug.py), for `warpserve bench soak`: off unless set here
+    # or WARPSERVE_DEBUG_FAULTS=1 is in the environment; never on a production server.
+    enable_debug_faults: bool = field(default_factory=_debug_faults_from_env)
     served_model_name: str | None = None  # the name clients use; None: the engine's
     served_embedding_model_name: str | None = None  # None: the embedding service's
 

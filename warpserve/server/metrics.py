@@ -7,9 +7,10 @@ at scrape time, so the engine loop never touches Prometheus objects.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -22,6 +23,8 @@ _ITL_BUCKETS: _Buckets = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 
 _ITL_BUCKETS += (1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 _E2E_BUCKETS: _Buckets = (0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0)
 _E2E_BUCKETS += (40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_PERIOD_S = 0.1  # how often the event-loop lag is sampled
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -78,6 +81,22 @@ class ServerMetrics:
             [*labels, "reason"],
             registry=reg,
         )
+        self.event_loop_lag = Gauge(
+            "warpserve:event_loop_lag_seconds",
+            f"How late the event loop ran a {LAG_PERIOD_S} s timer, latest sample.",
+            registry=reg,
+        )
+        self.event_loop_lag_distribution = Histogram(
+            "warpserve:event_loop_lag_distribution_seconds",
+            f"How late the event loop ran a {LAG_PERIOD_S} s timer, every sample.",
+            buckets=_LAG_BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            "warpserve:num_requests_in_flight",
+            "HTTP requests holding a concurrency ticket (generation, encoder, tokenize).",
+            registry=reg,
+        )
         self._model_name = model_name
         if engine is not None:
             reg.register(EngineStatsCollector(engine, model_name))
@@ -90,6 +109,17 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def watch_event_loop_lag(self) -> None:
+        """Runs on the server's loop until cancelled: a blocked loop (a tokenizer, a JSON
+        encoder or a lock on it) shows as a late timer, before clients see it as latency."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_PERIOD_S)
+            lag = max(0.0, loop.time() - started - LAG_PERIOD_S)
+            self.event_loop_lag.set(lag)
+            self.event_loop_lag_distribution.observe(lag)
 
 
 class EngineStatsCollector(Collector):
