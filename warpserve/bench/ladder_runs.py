@@ -20,6 +20,7 @@ from warpserve.bench.report import percentiles
 
 if TYPE_CHECKING:
     from warpserve.bench.hf_baseline import CausalLM
+    from warpserve.models.llama import LlamaForCausalLM
 
 
 @dataclass
@@ -170,7 +171,7 @@ def _generate(hf: CausalLM, prompt: list[int], output_len: int, use_cache: bool)
 # -- perplexity -------------------------------------------------------------------------
 
 
-def native_logits_fn(model: nn.Module, block_size: int = 16):
+def native_logits_fn(model: LlamaForCausalLM, block_size: int = 16):
     """The native paged model as a perplexity LogitsFn: each window is one prefill chunk
     into a K/V cache of its own, so the quantized linears run exactly as in the engine."""
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk
@@ -196,10 +197,12 @@ def native_logits_fn(model: nn.Module, block_size: int = 16):
 
 def model_logits_fn(model: nn.Module):
     """A LogitsFn for a loaded model: the native paged path, or the module itself."""
+    from warpserve.models.hf_fallback import TransformersCausalLM
+    from warpserve.models.llama import LlamaForCausalLM
     from warpserve.quant.perplexity import module_logits_fn
 
-    if getattr(model, "is_fallback", False):
+    if isinstance(model, TransformersCausalLM):
         return module_logits_fn(model.model)
-    if hasattr(model, "compute_logits"):
+    if isinstance(model, LlamaForCausalLM):
         return native_logits_fn(model)
     return module_logits_fn(model)

@@ -39,6 +39,9 @@ def inverse_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch.
 
 
 class RotaryEmbedding(nn.Module):
+    cos: torch.Tensor  # [P, D] buffers, registered in __init__
+    sin: torch.Tensor
+
     def __init__(self, config: PretrainedConfig, head_dim: int, max_positions: int) -> None:
         super().__init__()
         inv_freq, scaling = inverse_frequencies(config, head_dim)
