@@ -10,5 +10,5 @@ bash scripts/setup.sh
 export TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check warpserve tests
 .venv/bin/ruff format --check warpserve tests
-.venv/bin/mypy warpserve/kv_cache warpserve/scheduler warpserve/config.py warpserve/request.py
+.venv/bin/mypy warpserve
 .venv/bin/python -m pytest -q "$@"
