@@ -23,5 +23,5 @@ fi
 # Build the C++ kernels (paged attention, fused decode) now (cached under ~/.cache/warpserve), so the first
 # engine start does not pay for it; a failed build only means the slower torch path.
 .venv/bin/python -c "from warpserve.layers import paged_kernel; paged_kernel.load()" || true
-.venv/bin/python -c "from warpserve.runner import fused_decode; fused_decode.load_extension()" || true
+.venv/bin/python -c "from warpserve.execution import fused_decode; fused_decode.load_extension()" || true
 echo "$want" > "$stamp"

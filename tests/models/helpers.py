@@ -20,7 +20,6 @@ def prefill_logits(model, token_ids: list[int], block_size: int = 4) -> torch.Te
         num_decode_tokens=0,
         decode_block_tables=torch.empty(0, 1, dtype=torch.long),
         decode_context_lens=torch.empty(0, dtype=torch.long),
-        decode_mask=None,
         prefills=[PrefillChunk(0, len(token_ids), 0, table)],
     )
     with torch.inference_mode():

@@ -20,13 +20,14 @@ from warpserve.config import CacheConfig, EngineConfig, ModelConfig, Speculative
 from warpserve.engine.llm import LLM
 from warpserve.engine.llm_engine import LLMEngine
 from warpserve.engine.setup import load_model
+from warpserve.execution.fused_decode import FusedDecoder, load_extension
+from warpserve.execution.memory import on_huge_pages
 from warpserve.quant.primitives import (
     pack_int4,
     quantize_int4_groupwise,
     quantize_int8_per_channel,
 )
 from warpserve.request import SamplingParams
-from warpserve.runner.fused_decode import FusedDecoder, load_extension
 
 from ..engine.test_engine import BLOCK_BYTES, prompts, token_ids
 
@@ -69,7 +70,7 @@ def test_linear_formats_match_dequantized_matmul(ext, kind, out_features) -> Non
         grouped = q.float().view(n, k // group, group)
         reference = (grouped * scale[..., None] + offset[..., None]).view(n, k)
     holder = _holder(ext)
-    index = holder.add_linear(*args)
+    index = holder.add_linear(*args, on_huge_pages)
     for rows in (1, 2, 3, 4, 7, 13):  # the register path (<= 3 rows) and the tiled path
         x = torch.randn(rows, k)
         expected = x @ reference.t() + bias
@@ -90,7 +91,7 @@ def eager_tokens(tiny_llama_dir) -> list[list[int]]:
 
 def test_fp32_greedy_is_identical_to_eager(tiny_llama_dir, eager_tokens, ext) -> None:
     engine = _engine(tiny_llama_dir, "fused")
-    assert engine.runner.fused is not None
+    assert engine.runner.executor.fused is not None
     assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
     # Alone, each request gets the same tokens as in the batch.
     alone = [token_ids(LLM(engine).generate([p], GREEDY))[0] for p in prompts(12)[:3]]
@@ -106,7 +107,7 @@ def test_other_block_sizes_give_the_same_tokens(tiny_llama_dir, eager_tokens, bl
         cache=CacheConfig(memory_gib=CACHE.memory_gib, block_size=block_size),
     )
     engine = LLMEngine.from_config(config)
-    assert engine.runner.fused is not None
+    assert engine.runner.executor.fused is not None
     assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
     assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
 
@@ -118,7 +119,7 @@ def test_speculative_rows_through_fused_decode(tiny_llama_dir, eager_tokens, ext
         speculative=SpeculativeConfig(method="ngram", num_speculative_tokens=4, ngram_min=1),
     )
     engine = LLMEngine.from_config(config)
-    assert engine.runner.fused is not None
+    assert engine.runner.executor.fused is not None
     assert token_ids(LLM(engine).generate(prompts(12), GREEDY)) == eager_tokens
 
 
@@ -146,8 +147,9 @@ def test_quantized_weights_match_their_dequantized_model(tiny_llama_dir, scheme,
     # kernel reading the quantized bytes of the same weights.
     engine = LLMEngine(_dequantized_copy(tiny_llama_dir, scheme), _config(tiny_llama_dir))
     quantized = load_model(ModelConfig(model=str(tiny_llama_dir), quantization=scheme), CACHE)
-    engine.runner.fused = FusedDecoder.build(quantized.model, engine.runner.kv_caches)
-    assert engine.runner.fused is not None
+    executor = engine.runner.executor
+    executor.fused = FusedDecoder.build(quantized.model, executor.kv_caches)
+    assert engine.runner.executor.fused is not None
     assert token_ids(LLM(engine).generate(prompts(8), GREEDY)) == expected
 
 
@@ -157,7 +159,7 @@ def _config(folder) -> EngineConfig:
 
 def test_w8a8_stays_eager_and_works(tiny_llama_dir, caplog) -> None:
     engine = _engine(tiny_llama_dir, "fused", quantization="w8a8")
-    assert engine.runner.fused is None
+    assert engine.runner.executor.fused is None
     assert "fused decode unavailable" in caplog.text
     outputs = LLM(engine).generate(prompts(2), GREEDY)
     assert all(len(o.outputs[0].token_ids) == GREEDY.max_tokens for o in outputs)
@@ -170,8 +172,8 @@ def test_fallback_model_is_refused(tiny_llama_dir) -> None:
 
 def test_fused_logits_fn_matches_eager_forward(tiny_llama_dir, ext) -> None:
     """Perplexity through the fused kernel scores what the eager model scores."""
+    from warpserve.execution.fused_decode import fused_logits_fn
     from warpserve.quant.perplexity import EvalConfig, perplexity
-    from warpserve.runner.fused_decode import fused_logits_fn
 
     loaded = load_model(ModelConfig(model=str(tiny_llama_dir)), CACHE)
     ids = torch.tensor([t for p in prompts(6) for t in p])
@@ -191,8 +193,8 @@ def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext)
     """Each vectorized attention path (register-blocked head_dim 64, any head_dim % 8, and
     the scalar one) scores what the eager model scores, over contexts of 1..96 keys (every
     tail of the 8-key and 2-position loops)."""
+    from warpserve.execution.fused_decode import fused_logits_fn
     from warpserve.quant.perplexity import EvalConfig, perplexity
-    from warpserve.runner.fused_decode import fused_logits_fn
 
     from ..conftest import build_tiny_llama, build_tokenizer
 
@@ -212,8 +214,8 @@ def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext)
 
 def _eager_logits_fn(model):
     """Full-sequence logits from the native model's eager forward (one prefill chunk)."""
+    from warpserve.execution.memory import allocate_kv
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk
-    from warpserve.runner.memory import allocate_kv
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
         num = input_ids.shape[1]
@@ -223,7 +225,6 @@ def _eager_logits_fn(model):
             num_decode_tokens=0,
             decode_block_tables=torch.empty(0, 1, dtype=torch.long),
             decode_context_lens=torch.empty(0, dtype=torch.long),
-            decode_mask=None,
             prefills=[PrefillChunk(0, num, 0, torch.arange(-(-num // 16)))],
         )
         with torch.inference_mode():

@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from warpserve.bench.report import environment
     from warpserve.config import CacheConfig, ModelConfig
     from warpserve.engine.setup import load_model
-    from warpserve.layers import paged_kernel
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             ModelConfig(model=args.model, quantization=quantization), CacheConfig(memory_gib=0.1)
         )
         for batch in batch_sizes:
-            row = _measure(loaded.model, batch, args, paged_kernel.load(), torch)
+            row = _measure(loaded.model, batch, args, torch)
             row["quantization"] = quantization
             rows.append(row)
             print(
@@ -67,43 +66,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(model, batch: int, args, decode_kernel, torch) -> dict:
-    from warpserve.layers.attention import AttentionMetadata
-    from warpserve.runner.fused_decode import FusedDecoder
-    from warpserve.runner.memory import allocate_kv
+def _measure(model, batch: int, args, torch) -> dict:
+    from warpserve.execution.executor import ModelExecutor
+    from warpserve.execution.inputs import Chunk, build_step_inputs
 
     block_size = 16
     blocks_per_seq = -(-(args.context + 1) // block_size)
-    kv_caches = allocate_kv(model, batch * blocks_per_seq, block_size)
-    generator = torch.Generator().manual_seed(args.seed)
-    for kv in kv_caches:  # a filled cache: attention reads real-looking values
-        kv.normal_(generator=generator)
-    fused = FusedDecoder.build(model, kv_caches)
+    executor = ModelExecutor.build(model, batch * blocks_per_seq, block_size, "fused")
+    fused = executor.fused
     if fused is None:
         raise RuntimeError("the fused decoder cannot run this model (see the log)")
-    tables = torch.arange(batch * blocks_per_seq).view(batch, blocks_per_seq)
-    position = args.context
+    generator = torch.Generator().manual_seed(args.seed)
+    for kv in executor.kv_caches:  # a filled cache: attention reads real-looking values
+        kv.normal_(generator=generator)
     token_ids = torch.randint(0, model.config.vocab_size, (batch,), generator=generator)
-    positions = torch.full((batch,), position)
-    lens = positions + 1
-    slots = tables[:, position // block_size] * block_size + position % block_size
-    all_rows = torch.arange(batch)
-    meta = AttentionMetadata(
-        slot_mapping=slots,
-        num_decode_tokens=batch,
-        decode_block_tables=tables,
-        decode_context_lens=lens,
-        decode_mask=None,
-        prefills=[],
-        decode_kernel=decode_kernel,
-    )
+    chunks = [
+        Chunk(
+            [int(token_ids[b])],
+            args.context,
+            range(b * blocks_per_seq, (b + 1) * blocks_per_seq),
+            True,
+        )
+        for b in range(batch)
+    ]
+    inputs = build_step_inputs(chunks, block_size)
 
     @torch.inference_mode()
     def eager():
-        return model.compute_logits(model(token_ids, positions, kv_caches, meta))
+        return executor.run_eager(inputs)
 
     def fused_step():
-        return fused(token_ids, positions, slots, tables, lens, all_rows)
+        return fused(inputs)
 
     diff = float((eager() - fused_step()).abs().max())
     times: dict[str, list[float]] = {"eager": [], "fused": []}

@@ -174,8 +174,8 @@ def _generate(hf: CausalLM, prompt: list[int], output_len: int, use_cache: bool)
 def native_logits_fn(model: LlamaForCausalLM, block_size: int = 16):
     """The native paged model as a perplexity LogitsFn: each window is one prefill chunk
     into a K/V cache of its own, so the quantized linears run exactly as in the engine."""
+    from warpserve.execution.memory import allocate_kv
     from warpserve.layers.attention import AttentionMetadata, PrefillChunk
-    from warpserve.runner.memory import allocate_kv
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
         num_tokens = input_ids.shape[1]
@@ -186,7 +186,6 @@ def native_logits_fn(model: LlamaForCausalLM, block_size: int = 16):
             num_decode_tokens=0,
             decode_block_tables=torch.empty(0, 1, dtype=torch.long),
             decode_context_lens=torch.empty(0, dtype=torch.long),
-            decode_mask=None,
             prefills=[PrefillChunk(0, num_tokens, 0, torch.arange(num_blocks))],
         )
         hidden = model(input_ids[0], torch.arange(num_tokens), kv_caches, meta)

@@ -123,7 +123,7 @@ def decode_backend_ran(requested: str, warnings: list[str]) -> str:
     """What ran for decode steps, from the code present and the warnings while building."""
     if requested == "eager":
         return "eager"
-    if importlib.util.find_spec("warpserve.runner.fused_decode") is None:
+    if importlib.util.find_spec("warpserve.execution.fused_decode") is None:
         return "eager (decode_backend='fused' is not implemented in this checkout)"
     fallback = [w for w in warnings if "fused" in w.lower() or "fall" in w.lower()]
     return f"eager (fallback: {'; '.join(fallback)})" if fallback else "fused"
@@ -133,8 +133,8 @@ def _fused_perplexity(ladder: Ladder, model) -> float | None:
     """Perplexity of what the fused kernel computes (its weight formats and attention), or
     None when it cannot run the model. Greedy tokens may differ from rung 4's eager
     quantized kernels (e.g. int4 with bfloat16 scales) while this stays within budget."""
+    from warpserve.execution.fused_decode import fused_logits_fn
     from warpserve.quant.perplexity import perplexity
-    from warpserve.runner.fused_decode import fused_logits_fn
 
     logits_fn = fused_logits_fn(model, ladder.eval_config.window_tokens)
     if logits_fn is None:

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     results["start_up_step_cost"] = {
         m: dataclasses.asdict(e.runner.speculator.policy.step_cost.prior)
         for m, e in engines.items()
-        if e.runner.speculator is not None
+        if m != "none"
     }
     results["prompts"] = {"grounded": [n for n, _ in grounded], "chat": [n for n, _ in chat]}
     results["workloads"] = {}

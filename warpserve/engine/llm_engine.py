@@ -17,15 +17,13 @@ from warpserve.config import EngineConfig
 from warpserve.engine.detokenizer import IncrementalDetokenizer
 from warpserve.engine.protocol import EngineStats
 from warpserve.engine.setup import LoadedModel, load_model
-from warpserve.layers import paged_kernel
 from warpserve.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from warpserve.request import FinishReason, Request, SamplingParams
-from warpserve.runner.model_runner import ModelRunner
+from warpserve.runner.setup import build_runner
 from warpserve.sampling.processors import check_token_ids
 from warpserve.sampling.sampler import Sampler
 from warpserve.sampling.types import SampledToken
 from warpserve.scheduler.scheduler import Scheduler
-from warpserve.spec_decode.setup import build_speculator
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +52,6 @@ class _RequestGroup:
         return all(s.request.is_finished for s in self.sequences)
 
 
-def _decode_kernel(backend: str):
-    if backend == "sdpa":
-        return None
-    kernel = paged_kernel.load()
-    if kernel is None and backend == "kernel":
-        raise ValueError("attention_backend 'kernel' requested but the kernel did not build")
-    return kernel
-
-
 class LLMEngine:
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.config = config
@@ -84,26 +73,15 @@ class LLMEngine:
             config.scheduler, cache, loaded.num_blocks, self.max_model_len, num_lookahead
         )
         sampler = Sampler(loaded.vocab_size, self.eos_token_ids)
-        kernel = _decode_kernel(config.model.attention_backend)
-        self.runner = ModelRunner(
+        self.runner = build_runner(
             loaded.model,
             loaded.num_blocks,
             cache.block_size,
             sampler,
-            kernel,
-            decode_backend=config.model.decode_backend,
+            config.model.decode_backend,
+            spec,
+            self.max_model_len,
         )
-        if spec.is_enabled:
-            self.runner.speculator = build_speculator(
-                spec,
-                loaded.model,
-                self.runner.kv_caches,
-                cache.block_size,
-                kernel,
-                frozenset(self.eos_token_ids),
-                self.max_model_len,
-                fused=self.runner.fused,
-            )
         self.groups: dict[str, _RequestGroup] = {}
         self._failures: dict[str, Exception] = {}  # see take_failures
         self.seq_to_group: dict[str, tuple[_RequestGroup, _Sequence]] = {}
@@ -189,27 +167,23 @@ class LLMEngine:
                 continue
             if group.finished:
                 self._forget(group)
-        if self.runner.speculator is not None:
-            try:
-                drafts = self.runner.propose(self.scheduler.draft_candidates())
-            except Exception:  # no drafts this step: the next step decodes plainly
-                logger.exception("proposing draft tokens raised")
-            else:
-                self.scheduler.set_draft_token_ids(drafts)
+        try:  # no candidates unless speculating (the scheduler holds no lookahead slots)
+            drafts = self.runner.propose(self.scheduler.draft_candidates())
+        except Exception:  # no drafts this step: the next step decodes plainly
+            logger.exception("proposing draft tokens raised")
+        else:
+            self.scheduler.set_draft_token_ids(drafts)
         return outputs
 
     def stats(self) -> EngineStats:
-        speculator = self.runner.speculator
-        if speculator is None:
-            return EngineStats(**asdict(self.scheduler.stats()))
-        counters = speculator.counters
+        spec = self.runner.spec_decode_stats()
         return EngineStats(
             **asdict(self.scheduler.stats()),
-            spec_decode_method=self.config.speculative.method,
-            spec_decode_proposer=speculator.name,
-            spec_decode_num_drafts=counters.num_drafts,
-            spec_decode_num_draft_tokens=counters.num_draft_tokens,
-            spec_decode_num_accepted_tokens=counters.num_accepted_tokens,
+            spec_decode_method=spec.method,
+            spec_decode_proposer=spec.proposer,
+            spec_decode_num_drafts=spec.num_drafts,
+            spec_decode_num_draft_tokens=spec.num_draft_tokens,
+            spec_decode_num_accepted_tokens=spec.num_accepted_tokens,
         )
 
     # -- internals ----------------------------------------------------------------

@@ -1,17 +1,17 @@
 """Paged attention on CPU: K/V live in fixed-size blocks, read through block tables.
 
-One step's tokens arrive flattened ([T, ...]): first the decode sequences (one token
-each), batched into one call of the C++ paged decode kernel that reads K/V in place (or,
-without it, one scaled_dot_product_attention over K/V gathered through the block tables);
-then the prefill chunks, one call each (a chunk with no earlier
-context attends to its own K/V directly, causally). The measurements behind this
-choice are in docs/ARCHITECTURE.md.
+One step's tokens arrive flattened ([T, ...]): first the decode rows (one query each),
+batched into one call of the decode attention the model was built with (`DecodeAttention`:
+the C++ paged kernel that reads K/V in place, layers/paged_kernel.py, or `sdpa_decode`, one
+scaled_dot_product_attention over K/V gathered through the block tables); then the prefill
+chunks, one call each (a chunk with no earlier context attends to its own K/V directly,
+causally). The measurements behind this choice are in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,17 +27,17 @@ class PrefillChunk:
 
 @dataclass(frozen=True)
 class AttentionMetadata:
-    """Built by the model runner for one step; handed to every attention layer."""
+    """Built for one step (execution/inputs.py); handed to every attention layer."""
 
     slot_mapping: torch.Tensor  # [T] int64: block_id * block_size + offset of each token
-    num_decode_tokens: int  # the first num_decode_tokens tokens are single-token decodes
+    num_decode_tokens: int  # the first num_decode_tokens tokens are decode rows
     decode_block_tables: torch.Tensor  # [B, max_blocks] int64, padded with 0
     decode_context_lens: torch.Tensor  # [B] int64, including this step's token
-    decode_mask: torch.Tensor | None  # [B, 1, 1, max_blocks * block_size] bool, True = attend
     prefills: list[PrefillChunk]
-    # The compiled paged decode kernel (layers/paged_kernel.py), or None for the portable
-    # gather + scaled_dot_product_attention path.
-    decode_kernel: Any = None
+
+
+# (q [B, Hq, D], kv_cache [2, num_blocks, block_size, Hkv, D], meta, scale) -> [B, Hq, D]
+DecodeAttention = Callable[[torch.Tensor, torch.Tensor, AttentionMetadata, float], torch.Tensor]
 
 
 def write_kv(
@@ -56,37 +56,38 @@ def paged_attention(
     kv_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float,
+    decode_attention: DecodeAttention,
 ) -> torch.Tensor:
     """q [T, Hq, D], k/v [T, Hkv, D] (this step's, already rotated) -> out [T, Hq, D]."""
     write_kv(kv_cache, k, v, meta.slot_mapping)
     out = torch.empty_like(q)
     num_decodes = meta.num_decode_tokens
     if num_decodes:
-        out[:num_decodes] = _decode_attention(q[:num_decodes], kv_cache, meta, scale)
+        out[:num_decodes] = decode_attention(q[:num_decodes], kv_cache, meta, scale)
     for chunk in meta.prefills:
         span = slice(chunk.token_start, chunk.token_start + chunk.num_tokens)
         out[span] = _prefill_attention(q[span], k[span], v[span], kv_cache, chunk, scale)
     return out
 
 
-def _decode_attention(
+def sdpa_decode(
     q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    if meta.decode_kernel is not None:
-        return meta.decode_kernel(
-            q, kv_cache[0], kv_cache[1], meta.decode_block_tables, meta.decode_context_lens, scale
-        ).to(q.dtype)
+    """The portable decode attention: K/V gathered through the block tables (a copy the
+    C++ kernel avoids), then one masked scaled_dot_product_attention."""
     num_seqs, max_blocks = meta.decode_block_tables.shape
     block_size, num_kv_heads, head_dim = kv_cache.shape[2:]
     keys = kv_cache[0][meta.decode_block_tables]  # [B, max_blocks, block_size, Hkv, D]
     values = kv_cache[1][meta.decode_block_tables]
     keys = keys.view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim).transpose(1, 2)
     values = values.view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim).transpose(1, 2)
+    # Row b sees the first context_lens[b] keys of its padded table: [B, 1, 1, S].
+    mask = torch.arange(max_blocks * block_size)[None, :] < meta.decode_context_lens[:, None]
     out = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # [B, Hq, 1, D]
         keys,  # [B, Hkv, S, D]
         values,
-        attn_mask=meta.decode_mask,
+        attn_mask=mask[:, None, None, :],
         scale=scale,
         enable_gqa=True,
     )

@@ -1,51 +1,50 @@
-"""The C++ paged decode-attention kernel: built on first use, cached on disk, optional.
+"""The C++ paged decode-attention kernel (csrc/paged_attention.cpp): built on first use,
+cached on disk, optional.
 
-If the compiler is missing or the build fails, `load()` returns None and attention falls
-back to gather + scaled_dot_product_attention (slower, same results within rounding).
+`decode_attention(backend)` resolves `ModelConfig.attention_backend` once, when a model is
+built: the kernel, or `sdpa_decode` (gather + scaled_dot_product_attention: slower, same
+results within rounding) when it is not wanted or cannot be built.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 
 from warpserve.layers import extensions
-
-logger = logging.getLogger(__name__)
+from warpserve.layers.attention import AttentionMetadata, DecodeAttention, sdpa_decode
 
 
 @functools.cache
 def load():
-    """`torch.ops.warpserve.paged_decode_attention`, or None if the kernel cannot be built.
-
-    The extension is wrapped as a torch custom op (with a fake implementation for shape
-    propagation) so that torch.compile can trace a decode step through it.
-    """
-    module = _build()
-    if module is None:
-        return None
-    _register(module)
-    return torch.ops.warpserve.paged_decode_attention
-
-
-def _register(module) -> None:
-    @torch.library.custom_op("warpserve::paged_decode_attention", mutates_args=())
-    def paged_decode_attention(
-        q: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        block_tables: torch.Tensor,
-        context_lens: torch.Tensor,
-        scale: float,
-    ) -> torch.Tensor:
-        return module.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
-
-    @paged_decode_attention.register_fake
-    def _(q, k_cache, v_cache, block_tables, context_lens, scale):
-        return torch.empty_like(q, dtype=torch.float32)
-
-
-def _build():
+    """The built extension module, or None (no compiler, or the build failed)."""
     return extensions.build("warpserve_paged_attention", "paged_attention.cpp")
+
+
+class KernelDecode:
+    """Decode attention through the C++ kernel, reading K/V in place."""
+
+    def __init__(self, module) -> None:
+        self._kernel = module.paged_decode_attention
+
+    def __call__(
+        self, q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    ) -> torch.Tensor:
+        out = self._kernel(  # [B, Hq, D] float32
+            q, kv_cache[0], kv_cache[1], meta.decode_block_tables, meta.decode_context_lens, scale
+        )
+        return out.to(q.dtype)
+
+
+def decode_attention(backend: str) -> DecodeAttention:
+    """backend: "kernel" (ValueError if it does not build), "sdpa", or "auto" (the kernel
+    when it builds)."""
+    if backend == "sdpa":
+        return sdpa_decode
+    module = load()
+    if module is None:
+        if backend == "kernel":
+            raise ValueError("attention_backend 'kernel' requested but the kernel did not build")
+        return sdpa_decode
+    return KernelDecode(module)

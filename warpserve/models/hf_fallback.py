@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
+from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig, PreTrainedModel
 
 
 class TransformersCausalLM(nn.Module):
     is_fallback = True
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.model = model.eval()
+        self.config: PretrainedConfig = model.config
         self.caches: dict[str, tuple[int, DynamicCache]] = {}  # id -> (num cached, cache)
 
     @classmethod

@@ -16,7 +16,12 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
-from warpserve.layers.attention import AttentionMetadata, paged_attention
+from warpserve.layers.attention import (
+    AttentionMetadata,
+    DecodeAttention,
+    paged_attention,
+    sdpa_decode,
+)
 from warpserve.layers.norm import RMSNorm
 from warpserve.layers.rotary import RotaryEmbedding
 
@@ -30,7 +35,9 @@ def num_kv_heads_of(config: PretrainedConfig) -> int:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config: PretrainedConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, config: PretrainedConfig, rotary: RotaryEmbedding, decode: DecodeAttention
+    ) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = num_kv_heads_of(config)
@@ -44,6 +51,7 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, qkv_bias)
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, o_bias)
         self.rotary = rotary
+        self.decode_attention = decode
 
     def forward(
         self,
@@ -58,7 +66,7 @@ class LlamaAttention(nn.Module):
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         q, k = self.rotary(positions, q, k)
-        out = paged_attention(q, k, v, kv_cache, meta, self.scale)  # [T, Hq, D]
+        out = paged_attention(q, k, v, kv_cache, meta, self.scale, self.decode_attention)
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
 
@@ -78,10 +86,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: PretrainedConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, config: PretrainedConfig, rotary: RotaryEmbedding, decode: DecodeAttention
+    ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LlamaAttention(config, rotary)
+        self.self_attn = LlamaAttention(config, rotary, decode)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
@@ -97,11 +107,20 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """forward() returns final hidden states; compute_logits() applies the LM head."""
+    """forward() returns final hidden states; compute_logits() applies the LM head.
 
-    def __init__(self, config: PretrainedConfig, max_positions: int) -> None:
+    decode_attention: how decode rows attend (layers/paged_kernel.py resolves the
+    configured backend once, before the model is built)."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        max_positions: int,
+        decode_attention: DecodeAttention = sdpa_decode,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.decode_attention = decode_attention
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = num_kv_heads_of(config)
         self.head_dim = head_dim_of(config)
@@ -109,7 +128,8 @@ class LlamaForCausalLM(nn.Module):
         rotary = RotaryEmbedding(config, self.head_dim, max_positions)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, rotary) for _ in range(config.num_hidden_layers)
+            LlamaDecoderLayer(config, rotary, decode_attention)
+            for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)

@@ -5,21 +5,21 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig
 
+from warpserve.layers.attention import DecodeAttention, sdpa_decode
 from warpserve.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
-NATIVE_ARCHITECTURES: dict[str, type[nn.Module]] = {
+NATIVE_ARCHITECTURES: dict[str, type[LlamaForCausalLM]] = {
     "LlamaForCausalLM": LlamaForCausalLM,
     "MistralForCausalLM": LlamaForCausalLM,
     "Qwen2ForCausalLM": LlamaForCausalLM,
 }
 
 
-def native_class(config: PretrainedConfig) -> type[nn.Module] | None:
+def native_class(config: PretrainedConfig) -> type[LlamaForCausalLM] | None:
     for arch in getattr(config, "architectures", None) or []:
         if arch in NATIVE_ARCHITECTURES:
             return NATIVE_ARCHITECTURES[arch]
@@ -41,10 +41,13 @@ def context_length(config: PretrainedConfig, max_model_len: int | None) -> int:
 
 
 def build_native(
-    config: PretrainedConfig, max_model_len: int, dtype: torch.dtype
-) -> nn.Module | None:
+    config: PretrainedConfig,
+    max_model_len: int,
+    dtype: torch.dtype,
+    decode_attention: DecodeAttention = sdpa_decode,
+) -> LlamaForCausalLM | None:
     cls = native_class(config)
     if cls is None:
         return None
-    model = cls(config, max_model_len)
+    model = cls(config, max_model_len, decode_attention)
     return model.to(dtype).eval()

@@ -9,10 +9,12 @@ reads (never trusting prefix-cache hits it did not compute); a preemption resets
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from warpserve.execution.executor import ModelExecutor
+from warpserve.layers.attention import DecodeAttention
+from warpserve.models.llama import LlamaForCausalLM
 from warpserve.models.registry import build_native, context_length
-from warpserve.spec_decode.drafter import ModelDrafter
+from warpserve.spec_decode.drafter import FUSED_MAX_TOKENS, ModelDrafter
 from warpserve.weights.loader import open_model_source
 
 
@@ -21,10 +23,12 @@ def load_draft_model(
     dtype: torch.dtype,
     max_model_len: int,
     target_vocab_size: int,
+    decode_attention: DecodeAttention,
     quantization: str | None = None,
-) -> nn.Module:
+) -> LlamaForCausalLM:
     """A native decoder from a folder or .gguf, optionally with weight-only quantized
-    linears; ValueError if it cannot draft for the target."""
+    linears, whose decode rows attend as the target's do; ValueError if it cannot draft
+    for the target."""
     source = open_model_source(path)
     if source.config.vocab_size != target_vocab_size:
         raise ValueError(
@@ -33,7 +37,7 @@ def load_draft_model(
         )
     if context_length(source.config, None) < max_model_len:
         raise ValueError(f"draft model {path} has a shorter context than max_model_len")
-    model = build_native(source.config, max_model_len, dtype)
+    model = build_native(source.config, max_model_len, dtype, decode_attention)
     if model is None:
         raise ValueError(f"draft model {path}: no native class for its architecture")
     model.load_weights((name, t.to(dtype)) for name, t in source.iter_tensors())
@@ -44,18 +48,16 @@ def load_draft_model(
     return model
 
 
-def draft_model_proposer(
-    model: nn.Module,
-    num_blocks: int,
-    block_size: int,
-    decode_kernel: object,
-    use_fused: bool = False,
-) -> ModelDrafter:
-    """use_fused: draft through a fused decoder over the draft's own weights and K/V (one
-    C++ call per draft step; the eager modules cost several times more at a few rows)."""
-    from warpserve.runner.fused_decode import FusedDecoder
-    from warpserve.runner.memory import allocate_kv
-
-    kv_caches = allocate_kv(model, num_blocks, block_size)
-    fused = FusedDecoder.build(model, kv_caches, quiet=True) if use_fused else None
-    return ModelDrafter("draft", model, kv_caches, block_size, decode_kernel, False, fused)
+def draft_model_proposer(model: LlamaForCausalLM, target: ModelExecutor) -> ModelDrafter:
+    """K/V tensors of the draft's own over the target's block ids; decode rows through
+    a fused decoder over the draft's weights where the target decodes fused (one C++ call
+    per draft step; the eager modules cost several times more at a few rows)."""
+    executor = ModelExecutor.build(
+        model,
+        target.num_blocks,
+        target.block_size,
+        target.decode_backend,
+        quiet=True,
+        fused_max_tokens=FUSED_MAX_TOKENS,
+    )
+    return ModelDrafter("draft", executor, shares_target_cache=False)

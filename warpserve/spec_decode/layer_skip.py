@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from warpserve.execution.executor import ModelExecutor
+from warpserve.layers.attention import AttentionMetadata
+from warpserve.models.llama import LlamaForCausalLM
 from warpserve.spec_decode.drafter import ModelDrafter
 
 
 class EarlyExitModel(nn.Module):
     """A view of a native decoder that stops after its first `depth` layers."""
 
-    def __init__(self, target: nn.Module, depth: int) -> None:
+    def __init__(self, target: LlamaForCausalLM, depth: int) -> None:
         super().__init__()
         for name in ("embed_tokens", "layers", "norm", "compute_logits"):
             if not hasattr(target, name):
@@ -34,7 +37,7 @@ class EarlyExitModel(nn.Module):
         input_ids: torch.Tensor,  # [T]
         positions: torch.Tensor,  # [T]
         kv_caches: list[torch.Tensor],  # the target's first `depth` layers' caches
-        meta: object,
+        meta: AttentionMetadata,
     ) -> torch.Tensor:
         x = self.target.embed_tokens(input_ids)
         for layer, kv_cache in zip(self.target.layers[: self.depth], kv_caches, strict=True):
@@ -45,14 +48,8 @@ class EarlyExitModel(nn.Module):
         return self.target.compute_logits(hidden)
 
 
-def layer_skip_proposer(
-    target: nn.Module,
-    target_kv_caches: list[torch.Tensor],
-    depth: int,
-    block_size: int,
-    decode_kernel: object,
-) -> ModelDrafter:
-    model = EarlyExitModel(target, depth)
-    return ModelDrafter(
-        "layerskip", model, target_kv_caches[:depth], block_size, decode_kernel, True
-    )
+def layer_skip_proposer(target: ModelExecutor, depth: int) -> ModelDrafter:
+    """Eager: the fused decoder runs whole models only."""
+    model = EarlyExitModel(target.model, depth)  # type: ignore[arg-type]
+    executor = ModelExecutor(model, target.kv_caches[:depth], target.block_size)
+    return ModelDrafter("layerskip", executor, shares_target_cache=True)

@@ -20,7 +20,7 @@ from warpserve.scheduler.output import DraftCandidate, ScheduledSequence
 from warpserve.spec_decode.adaptive import DraftLengthPolicy
 from warpserve.spec_decode.rejection import verify_greedy, verify_sampled
 from warpserve.spec_decode.target_dist import target_argmax, target_probs, verify_rows
-from warpserve.spec_decode.types import Proposal, Proposer
+from warpserve.spec_decode.types import Proposal, Proposer, SpecDecodeStats
 
 
 @dataclass
@@ -35,8 +35,14 @@ class SpecDecodeCounters:
 
 class Speculator:
     def __init__(
-        self, proposer: Proposer, policy: DraftLengthPolicy, eos_token_ids: frozenset[int]
+        self,
+        method: str,
+        proposer: Proposer,
+        policy: DraftLengthPolicy,
+        eos_token_ids: frozenset[int],
     ) -> None:
+        """method: SpeculativeConfig.method (auto runs the ngram proposer)."""
+        self.method = method
         self.proposer = proposer
         self.policy = policy
         self.eos_token_ids = eos_token_ids
@@ -78,6 +84,16 @@ class Speculator:
             token_ids = verify_sampled(probs, draft_ids, draft_probs, row.generator)
         self._count(seq.request_id, len(draft_ids), len(token_ids) - 1)
         return _sampled_tokens(logits, token_ids, row.params.logprobs)
+
+    def stats(self) -> SpecDecodeStats:
+        counters = self.counters
+        return SpecDecodeStats(
+            method=self.method,
+            proposer=self.proposer.name,
+            num_drafts=counters.num_drafts,
+            num_draft_tokens=counters.num_draft_tokens,
+            num_accepted_tokens=counters.num_accepted_tokens,
+        )
 
     def observe_step(self, num_tokens: int, seconds: float) -> None:
         """A target step of num_tokens decode rows (plain or verifying) took seconds."""

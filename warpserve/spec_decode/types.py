@@ -41,3 +41,15 @@ class Proposer(Protocol):
     def release(self, request_id: str) -> None:
         """The request is finished for good: drop all its state."""
         ...
+
+
+@dataclass(frozen=True)
+class SpecDecodeStats:
+    """Totals since start. Acceptance rate = accepted / draft tokens; mean accepted
+    length = accepted / drafts (tokens gained per verified proposal)."""
+
+    method: str = "none"  # none | ngram | draft | layerskip | auto
+    proposer: str = ""  # the proposer behind it: ngram | draft | layerskip
+    num_drafts: int = 0  # proposals verified
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0

@@ -1,64 +1,17 @@
 // Decode attention that reads K/V in place through block tables (no gather copy).
 //
 // One task per (sequence, KV head): the G = Hq / Hkv query heads that share the KV head
-// are scored together, so each key and value vector is loaded once per group. Two passes
-// over the context: scores (kept in a per-thread buffer), then softmax-weighted values.
-// Every sequence's result depends only on its own data, never on the rest of the batch.
+// are scored together, so each key and value vector is loaded once per group (attend() in
+// attention.h, the same code the fused decode step runs). Every sequence's result depends
+// only on its own data, never on the rest of the batch.
 #include <torch/extension.h>
 #include <omp.h>
 
-#include <cmath>
-#include <limits>
 #include <vector>
 
+#include "attention.h"
+
 namespace {
-
-template <typename T>
-inline float to_float(T x) { return static_cast<float>(x); }
-
-template <typename T>
-void decode_one(const float* q, const T* k_cache, const T* v_cache, const int64_t* table,
-                int64_t context_len, int64_t block_size, int64_t num_kv_heads, int64_t head_dim,
-                int64_t group, int64_t kv_head, float scale, float* scores, float* out) {
-  const int64_t token_stride = num_kv_heads * head_dim;
-  float max_score[64];
-  for (int64_t g = 0; g < group; ++g) max_score[g] = -std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < context_len; ++t) {
-    const int64_t slot = table[t / block_size] * block_size + t % block_size;
-    const T* k = k_cache + slot * token_stride + kv_head * head_dim;
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = q + g * head_dim;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t d = 0; d < head_dim; ++d) acc += qg[d] * to_float(k[d]);
-      acc *= scale;
-      scores[g * context_len + t] = acc;
-      if (acc > max_score[g]) max_score[g] = acc;
-    }
-  }
-  for (int64_t g = 0; g < group; ++g) {
-    float* s = scores + g * context_len;
-    float sum = 0.f;
-    for (int64_t t = 0; t < context_len; ++t) {
-      s[t] = std::exp(s[t] - max_score[g]);
-      sum += s[t];
-    }
-    const float inv = 1.f / sum;
-    for (int64_t t = 0; t < context_len; ++t) s[t] *= inv;
-    float* o = out + g * head_dim;
-    for (int64_t d = 0; d < head_dim; ++d) o[d] = 0.f;
-  }
-  for (int64_t t = 0; t < context_len; ++t) {
-    const int64_t slot = table[t / block_size] * block_size + t % block_size;
-    const T* v = v_cache + slot * token_stride + kv_head * head_dim;
-    for (int64_t g = 0; g < group; ++g) {
-      const float p = scores[g * context_len + t];
-      float* o = out + g * head_dim;
-#pragma omp simd
-      for (int64_t d = 0; d < head_dim; ++d) o[d] += p * to_float(v[d]);
-    }
-  }
-}
 
 template <typename T>
 void run(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
@@ -81,9 +34,9 @@ void run(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tens
     for (int64_t b = 0; b < num_seqs; ++b) {
       for (int64_t h = 0; h < num_kv_heads; ++h) {
         const int64_t offset = (b * num_heads + h * group) * head_dim;
-        decode_one<T>(q_ptr + offset, k_ptr, v_ptr, tables + b * max_blocks, lens[b],
-                      block_size, num_kv_heads, head_dim, group, h, static_cast<float>(scale),
-                      scores.data(), out_ptr + offset);
+        warpserve::attend<T>(q_ptr + offset, k_ptr, v_ptr, tables + b * max_blocks, lens[b],
+                             block_size, num_kv_heads, head_dim, group, h,
+                             static_cast<float>(scale), scores.data(), out_ptr + offset);
       }
     }
   }

@@ -10,18 +10,26 @@ layers/extensions.py) and takes any number of rows.
 
 Models the extension cannot run exactly (another architecture, bfloat16, W8A8 activations,
 an activation other than SiLU) get `None` and a reason, and the engine stays eager.
+
+The repacked weights are placed by `execution/memory.py` (on 2 MB pages), through the
+callback the extension calls for each one.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
+from warpserve.execution.inputs import Chunk, StepInputs, build_step_inputs
+from warpserve.execution.memory import allocate_kv, on_huge_pages
 from warpserve.layers import extensions
-from warpserve.runner.memory import allocate_kv
+
+if TYPE_CHECKING:
+    from warpserve.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +57,7 @@ class FusedDecoder:
         """The fused decoder for `model`, or None (logged; a warning unless `quiet`) when
         it cannot run the model exactly."""
         try:
-            check_supported(model, kv_caches)
+            native = check_supported(model, kv_caches)
         except UnsupportedModel as err:
             log = logger.info if quiet else logger.warning
             log("fused decode unavailable, staying eager: %s", err)
@@ -57,28 +65,29 @@ class FusedDecoder:
         ext = load_extension()
         if ext is None:
             return None
-        return cls(_assemble(ext, model, kv_caches), model.config.vocab_size)
+        return cls(_assemble(ext, native, kv_caches), native.config.vocab_size)
 
     @torch.inference_mode()
-    def __call__(
-        self,
-        token_ids: torch.Tensor,  # [B] int64
-        positions: torch.Tensor,  # [B] int64
-        slot_mapping: torch.Tensor,  # [B] int64
-        block_tables: torch.Tensor,  # [B, max_blocks] int64
-        context_lens: torch.Tensor,  # [B] int64, including each row's own token
-        logit_rows: torch.Tensor,  # [R] int64: rows whose logits are wanted
-    ) -> torch.Tensor:
-        """Runs every layer for the B rows, writes their K/V, returns [R, vocab] logits."""
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        """Runs every layer for the B decode rows, writes their K/V, returns the logits of
+        `inputs.logit_rows`, [R, vocab]."""
+        assert inputs.is_decode_only, "the fused decoder runs decode rows only"
+        meta = inputs.meta
         return self._impl.forward(
-            token_ids, positions, slot_mapping, block_tables, context_lens, logit_rows
+            inputs.input_ids,  # [B] int64
+            inputs.positions,  # [B] int64
+            meta.slot_mapping,  # [B] int64
+            meta.decode_block_tables,  # [B, max_blocks] int64
+            meta.decode_context_lens,  # [B] int64, including each row's own token
+            inputs.logit_rows,  # [R] int64
         )
 
 
-def check_supported(model: nn.Module, kv_caches: list[torch.Tensor]) -> None:
+def check_supported(model: nn.Module, kv_caches: list[torch.Tensor]) -> LlamaForCausalLM:
+    """`model` as the native Llama the kernel runs, or UnsupportedModel saying why not."""
     from warpserve.models.llama import LlamaForCausalLM
 
-    if type(model) is not LlamaForCausalLM:
+    if not isinstance(model, LlamaForCausalLM):
         raise UnsupportedModel(f"{type(model).__name__} is not the native Llama model")
     act = getattr(model.config, "hidden_act", "silu")
     if act != "silu":
@@ -90,6 +99,7 @@ def check_supported(model: nn.Module, kv_caches: list[torch.Tensor]) -> None:
     for name, module in model.named_modules():
         if _is_linear_leaf(module):
             _linear_args(module, name)  # raises on a format the kernel does not read
+    return model
 
 
 def _is_linear_leaf(module: nn.Module) -> bool:
@@ -105,7 +115,7 @@ def _linear_args(module: nn.Module, name: str) -> tuple:
     from warpserve.quant.primitives import INT4_MID
 
     empty = torch.empty(0)
-    bias = module.bias.detach() if module.bias is not None else empty
+    bias = module.bias.detach() if isinstance(module.bias, torch.Tensor) else empty
     if type(module) is nn.Linear:
         weight = module.weight.detach()
         if weight.dtype != torch.float32:
@@ -121,9 +131,10 @@ def _linear_args(module: nn.Module, name: str) -> tuple:
     raise UnsupportedModel(f"{name}: {type(module).__name__} is not a format the kernel reads")
 
 
-def _assemble(ext, model: nn.Module, kv_caches: list[torch.Tensor]):
+def _assemble(ext, model: LlamaForCausalLM, kv_caches: list[torch.Tensor]):
     config = model.config
-    first = model.layers[0].self_attn
+    layers = cast("list[LlamaDecoderLayer]", list(model.layers))  # what the ModuleList holds
+    first = layers[0].self_attn
     rotary = first.rotary
     impl = ext.FusedModel(
         config.hidden_size,
@@ -139,9 +150,9 @@ def _assemble(ext, model: nn.Module, kv_caches: list[torch.Tensor]):
     )
 
     def add(module: nn.Module, name: str) -> int:
-        return impl.add_linear(*_linear_args(module, name))
+        return impl.add_linear(*_linear_args(module, name), on_huge_pages)
 
-    for i, (layer, kv) in enumerate(zip(model.layers, kv_caches, strict=True)):
+    for i, (layer, kv) in enumerate(zip(layers, kv_caches, strict=True)):
         prefix = f"layers.{i}"
         impl.add_layer(
             layer.input_layernorm.weight.detach(),
@@ -156,7 +167,7 @@ def _assemble(ext, model: nn.Module, kv_caches: list[torch.Tensor]):
     return impl
 
 
-def fused_logits_fn(model: nn.Module, max_tokens: int, block_size: int = 16):
+def fused_logits_fn(model: LlamaForCausalLM, max_tokens: int, block_size: int = 16):
     """A perplexity LogitsFn (quant/perplexity.py) that runs through the fused kernel:
     the T tokens of a window are T rows of one call, row t at position t attending to
     positions 0..t, exactly as decode rows do. So the accuracy of what the fused decode
@@ -167,14 +178,13 @@ def fused_logits_fn(model: nn.Module, max_tokens: int, block_size: int = 16):
     decoder = FusedDecoder.build(model, kv_caches)
     if decoder is None:
         return None
-    table = torch.arange(num_blocks)
+    block_ids = list(range(num_blocks))
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
         num = input_ids.shape[1]
         if num > max_tokens:
             raise ValueError(f"window of {num} tokens exceeds max_tokens {max_tokens}")
-        rows = torch.arange(num)
-        logits = decoder(input_ids[0], rows, rows, table.expand(num, -1), rows + 1, rows)
-        return logits[None]
+        chunk = Chunk(input_ids[0].tolist(), 0, block_ids, is_decode_rows=True, num_logits=num)
+        return decoder(build_step_inputs([chunk], block_size))[None]
 
     return logits_fn
