@@ -110,7 +110,10 @@ class XGrammarBackend:
             return c.compile_grammar("root ::= " + " | ".join(json.dumps(s) for s in choices))
         if kind is StructuredKind.GRAMMAR:
             return c.compile_grammar(source)
-        if kind is StructuredKind.STRUCTURAL_TAG:
+        if kind is StructuredKind.STRUCTURAL_TAG:  # the tools' parameter schemas inside
+            ignored = unenforced_keywords(json.loads(source))
+            if ignored:
+                raise GrammarError(f"xgrammar does not enforce {', '.join(sorted(ignored))}")
             return c.compile_structural_tag(source)
         raise GrammarError(f"unknown constraint kind {kind}")
 

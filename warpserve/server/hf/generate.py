@@ -13,10 +13,12 @@ from warpserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from warpserve.request import FinishReason, SamplingParams
 from warpserve.server.errors import APIError
 from warpserve.server.generation import StreamGroup, cancel_on_disconnect, open_streams
+from warpserve.server.hf.grammar import tgi_constraint
 from warpserve.server.hf.schemas import GenerateParameters, GenerateRequest
 from warpserve.server.prompts import encode, fit_max_tokens, make_params
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
+from warpserve.server.structured import constrain
 
 router = APIRouter(tags=["huggingface"])
 DEFAULT_MAX_NEW_TOKENS = 100  # TGI's
@@ -54,6 +56,7 @@ async def serve_generate(
         state, [prompt], p.max_new_tokens, DEFAULT_MAX_NEW_TOKENS, "max_new_tokens"
     )
     params = tgi_params(p, max_tokens, want_logprobs=stream or p.details)
+    params = await constrain(request, params, tgi_constraint(p.grammar))
     group = await open_streams(state, request, [prompt], params, "gen", arrival)
     eos = frozenset(state.tokenizer().eos_token_ids)
     ctx = _Context(body.inputs, p, eos)
@@ -93,7 +96,6 @@ def _reject_unsupported(p: GenerateParameters) -> None:
     unsupported = {
         "typical_p": p.typical_p is not None,
         "watermark": p.watermark,
-        "grammar": p.grammar is not None,
         "adapter_id": p.adapter_id is not None,
         "decoder_input_details": p.decoder_input_details,
     }

@@ -5,7 +5,7 @@ naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,11 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+
+class TGIGrammar(Body):
+    type: Literal["json", "regex", "json_schema"]
+    value: str | dict[str, Any]
 
 
 class GenerateParameters(Body):
@@ -36,7 +41,7 @@ class GenerateParameters(Body):
     best_of: int | None = Field(None, ge=1, le=1)
     typical_p: float | None = Field(None, description="not supported: must be absent")
     watermark: bool = Field(False, description="not supported: must be false")
-    grammar: dict[str, object] | None = Field(None, description="not supported: must be absent")
+    grammar: TGIGrammar | None = None  # docs/STRUCTURED.md
     adapter_id: str | None = Field(None, description="not supported: must be absent")
 
 

@@ -16,6 +16,15 @@ from warpserve.server.openai.formatting import ChoiceDelta, DeltaTracker, chat_l
 from warpserve.server.openai.params import check_stream_options, sampling_params
 from warpserve.server.openai.schemas import ChatCompletionRequest, ChatMessage
 from warpserve.server.openai.structured import openai_constraint
+from warpserve.server.openai.tools import (
+    ToolDeltas,
+    encode_tool_chat,
+    needs_tool_template,
+    tool_constraint,
+    tool_finish_reason,
+    tool_message,
+    tool_plan,
+)
 from warpserve.server.prompts import encode_chat, fit_max_tokens
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
@@ -37,19 +46,26 @@ class _Context:
     n: int
     num_top_logprobs: int
     include_usage: bool
+    # Tool calls are parsed out of the text: one streaming parser per choice.
+    tool_streams: dict[int, ToolDeltas] | None = None
 
 
 async def serve_chat(state: ServerState, request: Request, body: ChatCompletionRequest) -> Response:
     arrival = time.perf_counter()
     state.require_engine(body.model)
     _reject_unsupported(body)
-    prompt = await encode_chat(state, [template_message(m) for m in body.messages])
+    plan = tool_plan(body)
+    if needs_tool_template(body):
+        prompt = await encode_tool_chat(state, body, plan)
+    else:
+        prompt = await encode_chat(state, [template_message(m) for m in body.messages])
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     requested = body.max_completion_tokens or body.max_tokens
     max_tokens = fit_max_tokens(state, [prompt], requested, None, param)
     num_top = body.top_logprobs or 0
     params = sampling_params(body, max_tokens, num_top if body.logprobs else None)
-    params = await constrain(request, params, openai_constraint(body))
+    asked = tool_constraint(plan, body.parallel_tool_calls) or openai_constraint(body)
+    params = await constrain(request, params, asked)
     group = await open_streams(state, request, [prompt], params, "chatcmpl", arrival)
     ctx = _Context(
         id=group.streams[0].request_id,
@@ -58,6 +74,7 @@ async def serve_chat(state: ServerState, request: Request, body: ChatCompletionR
         n=body.n,
         num_top_logprobs=num_top,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        tool_streams={} if plan is not None and plan.parses_calls else None,
     )
     if body.stream:
         return sse_response(group, _events(ctx, group), _error_event)
@@ -93,15 +110,23 @@ def _full_body(ctx: _Context, output: RequestOutput) -> dict[str, object]:
     choices = [
         {
             "index": delta.index,
-            "message": {"role": "assistant", "content": delta.text},
+            **_message(ctx, delta),
             "logprobs": _choice_logprobs(ctx, delta),
-            "finish_reason": delta.finish_reason,
             "stop_reason": delta.stop_reason,
         }
         for delta in DeltaTracker(ctx.n).deltas(0, output)
     ]
     choices.sort(key=lambda c: c["index"])  # type: ignore[arg-type, return-value]
     return {**_header(ctx, "chat.completion"), "choices": choices, "usage": usage([output])}
+
+
+def _message(ctx: _Context, delta: ChoiceDelta) -> dict[str, object]:
+    if ctx.tool_streams is None:
+        message = {"role": "assistant", "content": delta.text}
+        return {"message": message, "finish_reason": delta.finish_reason}
+    message = tool_message(delta.text)
+    num_calls = len(message.get("tool_calls", ()))
+    return {"message": message, "finish_reason": tool_finish_reason(delta.finish_reason, num_calls)}
 
 
 def _header(ctx: _Context, kind: str) -> dict[str, object]:
@@ -126,6 +151,10 @@ async def _events(ctx: _Context, group: StreamGroup) -> AsyncIterator[str]:
     last: RequestOutput | None = None
     async for _, out in group.merged():
         last = out
+        if ctx.tool_streams is not None:
+            for choice in _tool_choices(ctx, tracker.deltas(0, out)):
+                yield _chunk(ctx, [choice])
+            continue
         choices = [
             _delta_choice(
                 d.index,
@@ -143,8 +172,22 @@ async def _events(ctx: _Context, group: StreamGroup) -> AsyncIterator[str]:
         )
 
 
+def _tool_choices(ctx: _Context, deltas: list[ChoiceDelta]) -> list[dict[str, object]]:
+    """Content and tool-call deltas, then the finish reason, one choice entry each."""
+    assert ctx.tool_streams is not None
+    choices = []
+    for d in deltas:
+        stream = ctx.tool_streams.setdefault(d.index, ToolDeltas())
+        is_last = d.finish_reason is not None
+        choices += [_delta_choice(d.index, x, None, None) for x in stream.deltas(d.text, is_last)]
+        if is_last:
+            reason = tool_finish_reason(d.finish_reason, stream.num_calls)
+            choices.append(_delta_choice(d.index, {}, None, reason))
+    return choices
+
+
 def _delta_choice(
-    index: int, delta: dict[str, str], logprobs: dict[str, list] | None, reason: str | None
+    index: int, delta: dict[str, object], logprobs: dict[str, list] | None, reason: str | None
 ) -> dict[str, object]:
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
