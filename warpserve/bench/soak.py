@@ -34,6 +34,7 @@ from warpserve.bench.report import environment, write_json
 from warpserve.bench.soak_load import Prompts, Result, Server, run_one
 from warpserve.bench.soak_report import (
     Sample,
+    counters_ok,
     evaluate,
     latency_by_kind,
     markdown,
@@ -219,9 +220,7 @@ async def _quiesce(client: httpx.AsyncClient, state: Soak, baseline: Sample) -> 
     while True:
         final = await state.sample(client)
         state.samples.append(final)
-        names = ("in_flight", "running", "waiting", "free_blocks")
-        is_back = all(getattr(final, n) == getattr(baseline, n) for n in names)
-        if (is_back and final.threads == baseline.threads) or time.monotonic() > deadline:
+        if counters_ok(baseline, final) or time.monotonic() > deadline:
             return final
         await asyncio.sleep(1.0)
 

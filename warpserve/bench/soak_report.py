@@ -140,7 +140,7 @@ def evaluate(
         ),
         "counters_back_to_baseline": _criterion(
             _counters(baseline, final), "in-flight, running, waiting, free blocks equal; "
-            f"threads +{THREADS_SLACK}, fds +{FDS_SLACK}", _counters_ok(baseline, final)
+            f"threads +{THREADS_SLACK}, fds +{FDS_SLACK}", counters_ok(baseline, final)
         ),
         "rss_slope_mb_per_min": _criterion(
             slope, f"< {MAX_RSS_SLOPE_MB_PER_MIN} over the last half",
@@ -160,11 +160,18 @@ def _criterion(value: object, threshold: str, passed: bool, detail: object = Non
 
 def _examples(unexpected: list[Result]) -> list[dict[str, object]]:
     by_kind_status = Counter((r.kind, str(r.status)) for r in unexpected)
-    first: dict[tuple[str, str], str] = {}
+    first: dict[tuple[str, str], Result] = {}
     for r in unexpected:
-        first.setdefault((r.kind, str(r.status)), r.detail)
+        first.setdefault((r.kind, str(r.status)), r)
     return [
-        {"kind": kind, "status": status, "count": n, "detail": first[(kind, status)]}
+        {
+            "kind": kind,
+            "status": status,
+            "count": n,
+            "first_at_s": round(first[(kind, status)].started_s, 1),
+            "latency_s": round(first[(kind, status)].latency_s, 3),
+            "detail": first[(kind, status)].detail,
+        }
         for (kind, status), n in by_kind_status.most_common(10)
     ]
 
@@ -174,7 +181,7 @@ def _counters(baseline: Sample, final: Sample) -> dict[str, object]:
     return {n: [getattr(baseline, n), getattr(final, n)] for n in names}
 
 
-def _counters_ok(baseline: Sample, final: Sample) -> bool:
+def counters_ok(baseline: Sample, final: Sample) -> bool:
     equal = all(
         getattr(baseline, n) == getattr(final, n)
         for n in ("in_flight", "running", "waiting", "free_blocks")
