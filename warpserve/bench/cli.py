@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 
 BENCHMARKS: dict[str, str] = {
     "throughput": "offline engine throughput against Transformers generate",
@@ -24,8 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     for name, help_text in BENCHMARKS.items():
         module = f"warpserve.bench.{name.replace('-', '_')}"
-        if importlib.util.find_spec(module) is None:
-            continue
         # Bench modules import their heavy dependencies inside run(), so this stays cheap.
         importlib.import_module(module).add_arguments(subparsers.add_parser(name, help=help_text))
 

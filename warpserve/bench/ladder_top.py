@@ -12,7 +12,6 @@ perplexity through the kernel is still within budget, and rung 6 picks ngram or 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Any
 
@@ -120,11 +119,9 @@ def _quantization(ladder: Ladder, notes: list[str]) -> str:
 
 
 def decode_backend_ran(requested: str, warnings: list[str]) -> str:
-    """What ran for decode steps, from the code present and the warnings while building."""
+    """What ran for decode steps, from the warnings while building."""
     if requested == "eager":
         return "eager"
-    if importlib.util.find_spec("warpserve.execution.fused_decode") is None:
-        return "eager (decode_backend='fused' is not implemented in this checkout)"
     fallback = [w for w in warnings if "fused" in w.lower() or "fall" in w.lower()]
     return f"eager (fallback: {'; '.join(fallback)})" if fallback else "fused"
 
