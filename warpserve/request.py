@@ -26,6 +26,12 @@ class RequestStatus(enum.Enum):
     FINISHED = enum.auto()
 
 
+# Temperatures below this are greedy (vLLM's _MAX_TEMP rule): logits / 1e-50 are inf.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+# The repetition penalty divides logits: below this a float32 logit overflows to inf.
+MIN_REPETITION_PENALTY = 0.01
+
+
 @dataclass
 class SamplingParams:
     """What a user may ask of one generation; validated on construction.
@@ -59,6 +65,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
+        if 0.0 <= self.temperature < GREEDY_BELOW_TEMPERATURE:
+            self.temperature = 0.0  # vLLM's rule: dividing by ~0 only overflows to inf/NaN
         _check(self.n >= 1 and self.n <= 16, "n", "must be between 1 and 16")
         _check(self.max_tokens >= 1, "max_tokens", "must be at least 1")
         _check(self.min_tokens >= 0, "min_tokens", "must be >= 0")
@@ -67,7 +75,11 @@ class SamplingParams:
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.top_k is None or self.top_k >= 1, "top_k", "must be >= 1 or None")
         _check(0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]")
-        _check(0.0 < self.repetition_penalty <= 10.0, "repetition_penalty", "must be in (0, 10]")
+        _check(
+            MIN_REPETITION_PENALTY <= self.repetition_penalty <= 10.0,
+            "repetition_penalty",
+            f"must be in [{MIN_REPETITION_PENALTY}, 10]",
+        )
         _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be in [-2, 2]")
         _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be in [-2, 2]")
         for token_id, bias in self.logit_bias.items():
@@ -160,3 +172,8 @@ class Request:
     def append_output_token_ids(self, token_ids: list[int]) -> None:
         self.output_token_ids.extend(token_ids)
         self._all_token_ids.extend(token_ids)
+
+    def truncate_output(self, num_output_tokens: int) -> None:
+        """Keep the first num_output_tokens outputs (a stop string ended it there)."""
+        del self.output_token_ids[num_output_tokens:]
+        del self._all_token_ids[self.num_prompt_tokens + num_output_tokens :]

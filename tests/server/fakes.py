@@ -386,6 +386,7 @@ class FakeEmbedder:
     dim: int = 8
     max_input_words: int = 256  # the truncation rule, with words for tokens
     calls: list[list[str]] = field(default_factory=list)
+    is_dead: bool = False  # a test sets it: /health must then answer 503
 
     async def embed(
         self, texts: list[str], normalize: bool, truncate: bool
@@ -407,6 +408,9 @@ class FakeEmbedder:
             positive = 0.9 if "good" in text.lower() else 0.2
             results.append([("POSITIVE", positive), ("NEGATIVE", 1.0 - positive)])
         return [sorted(r, key=lambda pair: -pair[1]) for r in results]
+
+    def is_alive(self) -> bool:
+        return not self.is_dead
 
     async def close(self) -> None:
         return None

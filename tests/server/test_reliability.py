@@ -311,3 +311,25 @@ def _is_ready(url: str) -> bool:
         return httpx.get(f"{url}/ready", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_health_covers_the_embedding_service_and_ready_the_engine_loop() -> None:
+    from tests.server.fakes import FakeEmbedder, FakeEngine
+
+    engine, embedder = FakeEngine(), FakeEmbedder()
+    server = LiveServer(create_app(engine, embedder, ServerConfig())).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/health").status_code == 200
+            embedder.is_dead = True
+            assert client.get("/health").status_code == 503
+            embedder.is_dead = False
+            assert client.get("/ready").status_code == 200
+            engine.kill()
+            assert client.get("/ready").status_code == 503
+            assert client.get("/health").status_code == 503
+            assert (
+                'warpserve:engine_alive{model_name="fake-model"} 0.0' in client.get("/metrics").text
+            )
+    finally:
+        server.stop()

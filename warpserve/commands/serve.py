@@ -28,6 +28,29 @@ if TYPE_CHECKING:  # imported when used: each pulls in a model stack
 
 logger = logging.getLogger(__name__)
 _NONE = "none"
+# ServerConfig's limits, each a flag of the same name (--max-input-tokens, ...).
+_LIMITS: dict[str, type] = {
+    "max_input_tokens": int,
+    "max_total_tokens": int,
+    "max_prompt_chars": int,
+    "max_prompts_per_request": int,
+    "max_sequences_per_request": int,
+    "max_stop_strings": int,
+    "max_stop_chars": int,
+    "max_logit_bias": int,
+    "max_chat_messages": int,
+    "write_stall_timeout_s": float,
+    "max_embedding_inputs": int,
+    "max_rerank_texts": int,
+    "max_input_chars": int,
+    "max_rerank_query_chars": int,
+    "max_tokenize_chars": int,
+    "encoder_timeout_s": float,
+    "retry_after_s": int,
+}
+# Connections uvicorn accepts beyond max_concurrent_requests (probes, scrapes, and
+# requests that will be answered 429); past that uvicorn itself answers 503.
+_CONNECTION_HEADROOM = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, default=ServerConfig.request_timeout_s)
     parser.add_argument("--health-timeout", type=float, default=ServerConfig.health_timeout_s)
     parser.add_argument("--drain-timeout", type=float, default=ServerConfig.drain_timeout_s)
+    limits = parser.add_argument_group("input limits (docs/RELIABILITY.md)")
+    for name, kind in _LIMITS.items():
+        default = getattr(ServerConfig, name)
+        limits.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=default,
+            help=f"default: {'from the model' if default is None else default}",
+        )
     add_engine_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="the engine's sampling seed")
 
@@ -67,6 +99,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         health_timeout_s=args.health_timeout,
         drain_timeout_s=args.drain_timeout,
         served_model_name=args.served_model_name,
+        **{name: getattr(args, name) for name in _LIMITS},
     )
 
 
@@ -91,6 +124,7 @@ def serve(app: FastAPI, config: ServerConfig) -> None:
         port=config.port,
         # uvicorn annotates this as int, but hands it to asyncio.wait_for, which takes float
         timeout_graceful_shutdown=config.drain_timeout_s,  # type: ignore[arg-type]
+        limit_concurrency=config.max_concurrent_requests + _CONNECTION_HEADROOM,
         log_level="info",
     )
     server = _DrainingServer(uv_config, app)

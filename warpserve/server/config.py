@@ -26,6 +26,19 @@ class ServerConfig:
     health_timeout_s: float = 10.0  # deadline of the /health one-token generation probe
     drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may finish
     max_prompts_per_request: int = 64  # batch prompts of /v1/completions
+    # Generation input limits (docs/RELIABILITY.md has the table with TGI/vLLM's names).
+    # None: derived from the model's context (max_model_len).
+    max_input_tokens: int | None = None  # prompt tokens; None: the context - 1
+    max_total_tokens: int | None = None  # prompt + max_tokens; None: the context
+    max_prompt_chars: int | None = None  # per prompt, before tokenizing; None: 250 x input
+    max_sequences_per_request: int = 64  # n x prompts of one request
+    max_stop_strings: int = 16
+    max_stop_chars: int = 1024  # per stop string
+    max_logit_bias: int = 300  # entries (OpenAI's limit)
+    max_chat_messages: int = 1024
+    # A streamed response whose client has not read for this long is dropped (and its
+    # engine requests aborted): a reader that stopped cannot hold a slot for long.
+    write_stall_timeout_s: float = 30.0
     # Encoder routes (/v1/embeddings, /embed, /rerank, /predict, the Inference API) and
     # /tokenize: characters are counted before tokenizing, so an oversized input costs no
     # tokenizer time. Each refusal is a 413 (Hugging Face routes, as TEI) or 400 (OpenAI)
@@ -53,6 +66,16 @@ class ServerConfig:
         _positive("request_timeout_s", self.request_timeout_s)
         _positive("health_timeout_s", self.health_timeout_s)
         _positive("max_prompts_per_request", self.max_prompts_per_request)
+        for name in ("max_input_tokens", "max_total_tokens", "max_prompt_chars"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+        _positive("max_sequences_per_request", self.max_sequences_per_request)
+        _positive("max_stop_strings", self.max_stop_strings)
+        _positive("max_stop_chars", self.max_stop_chars)
+        _positive("max_logit_bias", self.max_logit_bias)
+        _positive("max_chat_messages", self.max_chat_messages)
+        _positive("write_stall_timeout_s", self.write_stall_timeout_s)
         _positive("max_embedding_inputs", self.max_embedding_inputs)
         _positive("max_rerank_texts", self.max_rerank_texts)
         _positive("max_input_chars", self.max_input_chars)

@@ -128,6 +128,19 @@ class EngineStatsCollector(Collector):
         self._model_name = model_name
 
     def collect(self) -> Iterator[Metric]:
+        liveness = self._engine.liveness()
+        yield self._family(
+            GaugeMetricFamily,
+            "engine_alive",
+            "1 while the engine loop runs, 0 while it is down.",
+            float(liveness.is_alive),
+        )
+        yield self._family(
+            CounterMetricFamily,
+            "engine_restarts",
+            "Times the supervisor restarted a dead engine loop.",
+            liveness.num_restarts,
+        )
         try:
             stats = self._engine.stats()
         except EngineDeadError:
@@ -163,19 +176,6 @@ class EngineStatsCollector(Collector):
         }
         for name, (doc, value) in counters.items():
             yield self._family(CounterMetricFamily, name, doc, value)
-        liveness = self._engine.liveness()
-        yield self._family(
-            GaugeMetricFamily,
-            "engine_alive",
-            "1 while the engine loop runs, 0 while it is down.",
-            float(liveness.is_alive),
-        )
-        yield self._family(
-            CounterMetricFamily,
-            "engine_restarts",
-            "Times the supervisor restarted a dead engine loop.",
-            liveness.num_restarts,
-        )
 
     def _family(self, kind: type, name: str, doc: str, value: float) -> Metric:
         family = kind(f"warpserve:{name}", doc, labels=["model_name"])

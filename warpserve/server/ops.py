@@ -19,8 +19,11 @@ router = APIRouter(tags=["operations"])
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     """200 when the engine is working (it stepped in the last few seconds, or a one-token
-    probe finishes within the deadline); 503 otherwise."""
+    probe finishes within the deadline) and the embedding service's workers run; 503
+    otherwise."""
     state = get_state(request)
+    if state.embedder is not None and not state.embedder.is_alive():
+        raise unavailable("the embedding service is not running")
     if state.engine is not None:
         deadline = state.config.health_timeout_s
         try:

@@ -50,6 +50,10 @@ class EmbeddingBackend(Protocol):
         self, texts: list[str], *, truncate: bool
     ) -> list[list[tuple[str, float]]]: ...
 
+    def is_alive(self) -> bool:
+        """Cheap (no forward pass): its workers run and it is open."""
+        ...
+
     def close(self) -> None: ...
 
 
