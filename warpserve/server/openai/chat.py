@@ -145,7 +145,7 @@ def _chunk(ctx: _Context, choices: list[dict[str, object]]) -> str:
 
 
 async def _events(ctx: _Context, group: StreamGroup) -> AsyncIterator[str]:
-    role = {"role": "assistant", "content": ""}
+    role: dict[str, object] = {"role": "assistant", "content": ""}
     yield _chunk(ctx, [_delta_choice(i, role, None, None) for i in range(ctx.n)])
     tracker = DeltaTracker(ctx.n)
     last: RequestOutput | None = None
