@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "soak": "a mixed load with hang-ups, slow readers and an engine stall; pass/fail",
     "kernels": "every quantized-matmul kernel against fp32 nn.Linear, per layer shape",
     "accuracy": "perplexity of fp32 and each quantization scheme on WikiText-2, gated",
+    "structured": "structured output: all, half and none of the requests JSON-constrained",
 }
 
 

@@ -73,12 +73,12 @@ class GrammarMasker:
                 bitmask[r] = 0
             else:
                 state.matcher.fill_bitmask(bitmask, r)
-        allowed = _unpack(bitmask, vocab_size)  # [R, V] bool
+        allowed = unpack_bitmask(bitmask, vocab_size)  # [R, V] bool
         for r, state in enumerate(states):
             allowed[r, state.grammar.vocab_size :] = False  # model rows past the tokenizer's
             if state.is_broken:
                 allowed[r, self.eos_token_ids] = True
-        out = _masked(logits, index, allowed)
+        out = masked_logits(logits, index, allowed)
         self._forget_idle()
         elapsed = time.perf_counter() - started
         states[0].grammar.stats.add(
@@ -136,7 +136,7 @@ def _common_prefix(accepted: list[int], outputs: Sequence[int]) -> int:
     return min(n, len(outputs))
 
 
-def _unpack(bitmask: torch.Tensor, vocab_size: int) -> np.ndarray:
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> np.ndarray:
     """int32 [R, W] -> bool [R, vocab_size] (False past 32 W). numpy, single-threaded:
     torch's element-wise kernels here (~50k elements a row) lose more to waking threads
     than they gain, and on a busy machine much more."""
@@ -147,7 +147,7 @@ def _unpack(bitmask: torch.Tensor, vocab_size: int) -> np.ndarray:
     return np.pad(allowed, ((0, 0), (0, vocab_size - allowed.shape[1])))
 
 
-def _masked(logits: torch.Tensor, index: list[int], allowed: np.ndarray) -> torch.Tensor:
+def masked_logits(logits: torch.Tensor, index: list[int], allowed: np.ndarray) -> torch.Tensor:
     """logits [B, V] with rows `index` set to -inf where not allowed [R, V]; a new tensor."""
     rows = logits.numpy() if len(index) == logits.shape[0] else logits[index].numpy()
     masked = torch.from_numpy(np.where(allowed, rows, np.float32(-np.inf)))  # [R, V]

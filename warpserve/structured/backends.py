@@ -160,6 +160,10 @@ class LLGuidanceBackend:
         self._eos = stop_token_ids[0] if stop_token_ids else None
         self._tokenizer: Any = None
 
+    def warm_up(self) -> None:
+        """Build the tokenizer now rather than at the first compile."""
+        self._lltokenizer()
+
     def _lltokenizer(self) -> Any:
         if self._tokenizer is None:
             import llguidance.hf
