@@ -170,15 +170,14 @@ def test_fallback_model_is_refused(tiny_llama_dir) -> None:
     assert FusedDecoder.build(engine.runner.model, []) is None
 
 
-def test_fused_logits_fn_matches_eager_forward(tiny_llama_dir, ext) -> None:
+def test_fused_window_logits_match_eager_forward(tiny_llama_dir, ext) -> None:
     """Perplexity through the fused kernel scores what the eager model scores."""
-    from warpserve.execution.fused_decode import fused_logits_fn
     from warpserve.quant.perplexity import EvalConfig, perplexity
 
     loaded = load_model(ModelConfig(model=str(tiny_llama_dir)), CACHE)
     ids = torch.tensor([t for p in prompts(6) for t in p])
     config = EvalConfig(num_windows=2, window_tokens=64)
-    fused_fn = fused_logits_fn(loaded.model, 64)
+    fused_fn = _fused_logits_fn(loaded.model, 64)
     eager = perplexity(_eager_logits_fn(loaded.model), ids, config)
     fused = perplexity(fused_fn, ids, config)
     assert fused.window_starts == eager.window_starts
@@ -193,7 +192,6 @@ def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext)
     """Each vectorized attention path (register-blocked head_dim 64, any head_dim % 8, and
     the scalar one) scores what the eager model scores, over contexts of 1..96 keys (every
     tail of the 8-key and 2-position loops)."""
-    from warpserve.execution.fused_decode import fused_logits_fn
     from warpserve.quant.perplexity import EvalConfig, perplexity
 
     from ..conftest import build_tiny_llama, build_tokenizer
@@ -208,8 +206,26 @@ def test_attention_head_dims_match_eager(tmp_path, hidden, heads, kv_heads, ext)
     ids = torch.tensor([t for p in prompts(8) for t in p])
     config = EvalConfig(num_windows=2, window_tokens=96)
     eager = perplexity(_eager_logits_fn(loaded.model), ids, config)
-    fused = perplexity(fused_logits_fn(loaded.model, 96), ids, config)
+    fused = perplexity(_fused_logits_fn(loaded.model, 96), ids, config)
     assert abs(fused.perplexity / eager.perplexity - 1) < 1e-4
+
+
+def _fused_logits_fn(model, max_tokens: int):
+    """A window's T tokens as T decode rows of one fused call (the executor's
+    fused_max_tokens path), row t attending to positions 0..t: [1, T] -> [1, T, V]."""
+    from warpserve.execution.executor import ModelExecutor
+    from warpserve.execution.inputs import Chunk
+
+    num_blocks = -(-max_tokens // 16)
+    executor = ModelExecutor.build(model, num_blocks, 16, "fused", fused_max_tokens=max_tokens)
+    assert executor.fused is not None
+
+    def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
+        ids = input_ids[0].tolist()
+        chunk = Chunk(ids, 0, range(num_blocks), is_decode_rows=False, num_logits=len(ids))
+        return executor.logits([chunk])[None]
+
+    return logits_fn
 
 
 def _eager_logits_fn(model):

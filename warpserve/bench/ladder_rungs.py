@@ -172,7 +172,8 @@ class Ladder:
     def perplexity(self, model):
         from warpserve.quant.perplexity import perplexity
 
-        return perplexity(model_logits_fn(model), self.ppl_token_ids, self.eval_config)
+        logits_fn = model_logits_fn(model, self.eval_config.window_tokens)
+        return perplexity(logits_fn, self.ppl_token_ids, self.eval_config)
 
     def ppl_windows(self) -> list[list[int]]:
         from warpserve.quant.perplexity import sample_window_starts

@@ -21,6 +21,7 @@ from warpserve.bench.report import percentiles
 if TYPE_CHECKING:
     from warpserve.bench.hf_baseline import CausalLM
     from warpserve.models.llama import LlamaForCausalLM
+    from warpserve.quant.perplexity import LogitsFn
 
 
 @dataclass
@@ -171,31 +172,40 @@ def _generate(hf: CausalLM, prompt: list[int], output_len: int, use_cache: bool)
 # -- perplexity -------------------------------------------------------------------------
 
 
-def native_logits_fn(model: LlamaForCausalLM, block_size: int = 16):
-    """The native paged model as a perplexity LogitsFn: each window is one prefill chunk
-    into a K/V cache of its own, so the quantized linears run exactly as in the engine."""
-    from warpserve.execution.memory import allocate_kv
-    from warpserve.layers.attention import AttentionMetadata, PrefillChunk
+def paged_logits_fn(
+    model: LlamaForCausalLM, window_tokens: int, decode_backend: str, block_size: int = 16
+) -> LogitsFn | None:
+    """The native model as a perplexity LogitsFn, through the engine's executor.
+
+    "eager": each window is one prefill chunk, so the quantized linears run exactly as in
+    the engine. "fused": each window's tokens are decode rows of one fused call, row t
+    attending to positions 0..t, so what the fused decode backend computes (its weight
+    formats, its attention) is scored; None when the fused decoder cannot run the model.
+    """
+    from warpserve.execution.executor import ModelExecutor
+    from warpserve.execution.inputs import Chunk
+
+    num_blocks = -(-window_tokens // block_size)
+    fused_max_tokens = window_tokens if decode_backend == "fused" else 0
+    executor = ModelExecutor.build(
+        model, num_blocks, block_size, decode_backend, quiet=True, fused_max_tokens=fused_max_tokens
+    )
+    if decode_backend == "fused" and executor.fused is None:
+        return None
+    block_ids = range(num_blocks)
 
     def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
-        num_tokens = input_ids.shape[1]
-        num_blocks = -(-num_tokens // block_size)
-        kv_caches = allocate_kv(model, num_blocks, block_size)
-        meta = AttentionMetadata(
-            slot_mapping=torch.arange(num_tokens),
-            num_decode_tokens=0,
-            decode_block_tables=torch.empty(0, 1, dtype=torch.long),
-            decode_context_lens=torch.empty(0, dtype=torch.long),
-            prefills=[PrefillChunk(0, num_tokens, 0, torch.arange(num_blocks))],
-        )
-        hidden = model(input_ids[0], torch.arange(num_tokens), kv_caches, meta)
-        return model.compute_logits(hidden)[None]
+        ids = input_ids[0].tolist()
+        if len(ids) > window_tokens:
+            raise ValueError(f"window of {len(ids)} tokens exceeds {window_tokens}")
+        chunk = Chunk(ids, 0, block_ids, is_decode_rows=False, num_logits=len(ids))
+        return executor.logits([chunk])[None]
 
     return logits_fn
 
 
-def model_logits_fn(model: nn.Module):
-    """A LogitsFn for a loaded model: the native paged path, or the module itself."""
+def model_logits_fn(model: nn.Module, window_tokens: int) -> LogitsFn:
+    """A LogitsFn for a loaded model: the native paged path (eager), or the module itself."""
     from warpserve.models.hf_fallback import TransformersCausalLM
     from warpserve.models.llama import LlamaForCausalLM
     from warpserve.quant.perplexity import module_logits_fn
@@ -203,5 +213,7 @@ def model_logits_fn(model: nn.Module):
     if isinstance(model, TransformersCausalLM):
         return module_logits_fn(model.model)
     if isinstance(model, LlamaForCausalLM):
-        return native_logits_fn(model)
+        logits_fn = paged_logits_fn(model, window_tokens, "eager")
+        assert logits_fn is not None  # only the fused backend can be unavailable
+        return logits_fn
     return module_logits_fn(model)

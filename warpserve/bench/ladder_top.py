@@ -130,10 +130,10 @@ def _fused_perplexity(ladder: Ladder, model) -> float | None:
     """Perplexity of what the fused kernel computes (its weight formats and attention), or
     None when it cannot run the model. Greedy tokens may differ from rung 4's eager
     quantized kernels (e.g. int4 with bfloat16 scales) while this stays within budget."""
-    from warpserve.execution.fused_decode import fused_logits_fn
+    from warpserve.bench.ladder_runs import paged_logits_fn
     from warpserve.quant.perplexity import perplexity
 
-    logits_fn = fused_logits_fn(model, ladder.eval_config.window_tokens)
+    logits_fn = paged_logits_fn(model, ladder.eval_config.window_tokens, "fused")
     if logits_fn is None:
         return None
     return perplexity(logits_fn, ladder.ppl_token_ids, ladder.eval_config).perplexity

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from warpserve.execution.inputs import Chunk, StepInputs, build_step_inputs
-from warpserve.execution.memory import allocate_kv, on_huge_pages
+from warpserve.execution.inputs import StepInputs
+from warpserve.execution.memory import on_huge_pages
 from warpserve.layers import extensions
 
 if TYPE_CHECKING:
@@ -165,26 +165,3 @@ def _assemble(ext, model: LlamaForCausalLM, kv_caches: list[torch.Tensor]):
         )
     impl.set_lm_head(add(model.lm_head, "lm_head"))
     return impl
-
-
-def fused_logits_fn(model: LlamaForCausalLM, max_tokens: int, block_size: int = 16):
-    """A perplexity LogitsFn (quant/perplexity.py) that runs through the fused kernel:
-    the T tokens of a window are T rows of one call, row t at position t attending to
-    positions 0..t, exactly as decode rows do. So the accuracy of what the fused decode
-    backend computes (its weight formats, its attention) is measured, not the eager path's.
-    None when the fused decoder cannot run `model`."""
-    num_blocks = -(-max_tokens // block_size)
-    kv_caches = allocate_kv(model, num_blocks, block_size)
-    decoder = FusedDecoder.build(model, kv_caches)
-    if decoder is None:
-        return None
-    block_ids = list(range(num_blocks))
-
-    def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:  # [1, T] -> [1, T, V]
-        num = input_ids.shape[1]
-        if num > max_tokens:
-            raise ValueError(f"window of {num} tokens exceeds max_tokens {max_tokens}")
-        chunk = Chunk(input_ids[0].tolist(), 0, block_ids, is_decode_rows=True, num_logits=num)
-        return decoder(build_step_inputs([chunk], block_size))[None]
-
-    return logits_fn
