@@ -184,6 +184,22 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-num-batched-tokens", type=int, default=SchedulerConfig.max_num_batched_tokens
     )
     group.add_argument("--max-waiting", type=int, default=SchedulerConfig.max_waiting)
+    spec = parser.add_argument_group("speculative decoding (lossless)")
+    spec.add_argument(
+        "--speculative",
+        default=SpeculativeConfig.method,
+        choices=SPECULATIVE_METHODS,
+        help="ngram: prompt lookup; draft: --draft-model; layerskip: the first layers; "
+        "auto: prompt lookup where it pays",
+    )
+    spec.add_argument(
+        "--num-speculative-tokens", type=int, default=SpeculativeConfig.num_speculative_tokens
+    )
+    spec.add_argument("--draft-model", default=None, help="a folder or .gguf sharing the tokenizer")
+    spec.add_argument(
+        "--draft-quantization", default=None, choices=["int8", "int4"], help="of the draft model"
+    )
+    spec.add_argument("--layer-skip-depth", type=int, default=SpeculativeConfig.layer_skip_depth)
 
 
 def engine_config_from_args(args: argparse.Namespace, seed: int = 0) -> EngineConfig:
@@ -206,6 +222,13 @@ def engine_config_from_args(args: argparse.Namespace, seed: int = 0) -> EngineCo
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             max_waiting=args.max_waiting,
+        ),
+        speculative=SpeculativeConfig(
+            method=args.speculative,
+            num_speculative_tokens=args.num_speculative_tokens,
+            draft_model=args.draft_model,
+            draft_quantization=args.draft_quantization,
+            layer_skip_depth=args.layer_skip_depth,
         ),
         seed=seed,
     )

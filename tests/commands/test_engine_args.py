@@ -12,6 +12,7 @@ from warpserve.config import (
     EngineConfig,
     ModelConfig,
     SchedulerConfig,
+    SpeculativeConfig,
     engine_config_from_args,
 )
 from warpserve.quant.swap import quantize_model
@@ -21,6 +22,8 @@ FLAGS = [
     "--threads", "1", "--quantization", "int4", "--decode-backend", "eager",
     "--kv-cache-gib", "0.25", "--block-size", "8", "--no-prefix-caching",
     "--max-num-seqs", "4", "--max-num-batched-tokens", "64", "--max-waiting", "9",
+    "--speculative", "draft", "--num-speculative-tokens", "3", "--draft-model", "d.gguf",
+    "--draft-quantization", "int4",
 ]  # fmt: skip
 EXPECTED = EngineConfig(
     model=ModelConfig(
@@ -33,6 +36,9 @@ EXPECTED = EngineConfig(
     ),
     cache=CacheConfig(memory_gib=0.25, block_size=8, enable_prefix_caching=False),
     scheduler=SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64, max_waiting=9),
+    speculative=SpeculativeConfig(
+        method="draft", num_speculative_tokens=3, draft_model="d.gguf", draft_quantization="int4"
+    ),
 )
 
 
