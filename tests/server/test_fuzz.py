@@ -27,13 +27,22 @@ def engine() -> FakeEngine:
     return FakeEngine(step_s=0.0, max_model_len=48, max_waiting=64)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
-def test_no_input_produces_a_server_error(case, server: LiveServer) -> None:  # noqa: ANN001
-    response = case.call(base_url=server.url, timeout=10)
+def bounded(max_examples: int) -> settings:
+    """Hypothesis settings for a fuzz run: max_examples per operation, reproducible."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+    )
+
+
+def assert_no_server_error(case, server: LiveServer, timeout_s: float) -> None:  # noqa: ANN001
+    response = case.call(base_url=server.url, timeout=timeout_s)
     assert response.status_code < 500, (case.as_curl_command(), response.text)
+
+
+@schema.parametrize()
+@bounded(MAX_EXAMPLES)
+def test_no_input_produces_a_server_error(case, server: LiveServer) -> None:  # noqa: ANN001
+    assert_no_server_error(case, server, timeout_s=10)

@@ -13,11 +13,11 @@ import time
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from tests.server.conftest import LiveServer  # noqa: E402
 from tests.server.fakes import FakeEmbedder  # noqa: E402
+from tests.server.test_fuzz import assert_no_server_error, bounded  # noqa: E402
 from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig  # noqa: E402
 from warpserve.engine.async_engine import AsyncLLM  # noqa: E402
 from warpserve.server.app import create_app  # noqa: E402
@@ -61,12 +61,6 @@ def server(engine: AsyncLLM) -> LiveServer:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
+@bounded(MAX_EXAMPLES)
 def test_the_real_engine_gives_no_server_error(case, server: LiveServer) -> None:  # noqa: ANN001
-    response = case.call(base_url=server.url, timeout=60)
-    assert response.status_code < 500, (case.as_curl_command(), response.text)
+    assert_no_server_error(case, server, timeout_s=60)
