@@ -181,15 +181,19 @@ def test_regex_and_choice(client: openai.OpenAI) -> None:
         .text
     )
     assert len(text) == 9 and text[4] == "-" and text.replace("-", "").strip().isdigit(), text
-    answer = client.chat.completions.create(
+    answers = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Is the sky green?"}],
         max_tokens=10,
-        temperature=0.7,
+        temperature=1.0,
+        n=4,  # four sequences, one matcher each
+        seed=3,
         extra_body={"structured_outputs": {"choice": ["yes", "no", "not sure"]}},
-    ).choices[0]
-    assert answer.message.content in ("yes", "no", "not sure")
-    assert answer.finish_reason == "stop"
+    ).choices
+    assert len(answers) == 4
+    for answer in answers:
+        assert answer.message.content in ("yes", "no", "not sure")
+        assert answer.finish_reason == "stop"
 
 
 def test_tgi_grammar_on_generate(smol_server: LiveServer) -> None:
