@@ -152,6 +152,16 @@ def test_llguidance_takes_what_xgrammar_would_not_enforce(compiler) -> None:  # 
     assert plain.grammar.backend == "xgrammar"
 
 
+def test_ebnf_goes_to_xgrammar_and_lark_to_llguidance(tokenizer, compiler) -> None:  # noqa: ANN001
+    ebnf = compiler.compile(GrammarRequest(K.GRAMMAR, 'root ::= "yes" | "no"'))
+    lark = compiler.compile(GrammarRequest(K.GRAMMAR, 'start: "yes" | "no"'))
+    assert (ebnf.grammar.backend, lark.grammar.backend) == ("xgrammar", "llguidance")
+    sampler = Sampler(tokenizer.vocab_size, [2], seed=0)
+    rows = [_row(SamplingParams(temperature=1.0, structured=lark), "lark")]
+    [ids] = _generate(sampler, rows, tokenizer, 8)
+    assert tokenizer.decode(ids[:-1]) in ("yes", "no") and ids[-1] == 2
+
+
 def test_compiles_are_cached_by_request(compiler) -> None:  # noqa: ANN001
     request = GrammarRequest(K.REGEX, "cached[0-9]")
     first = compiler.compile(request)
