@@ -15,7 +15,7 @@ from warpserve.server.errors import APIError
 from warpserve.server.generation import StreamGroup, cancel_on_disconnect, open_streams
 from warpserve.server.hf.grammar import tgi_constraint
 from warpserve.server.hf.schemas import GenerateParameters, GenerateRequest
-from warpserve.server.prompts import encode, fit_max_tokens, make_params
+from warpserve.server.prompts import check_stop, encode, fit_max_tokens, make_params
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
 from warpserve.server.structured import constrain
@@ -49,15 +49,20 @@ async def serve_generate(
     state.require_engine(None)
     p = body.parameters
     _reject_unsupported(p)
-    prompt = await encode(state, body.inputs)
-    if p.truncate is not None:
-        prompt = prompt[-p.truncate :]
-    max_tokens = fit_max_tokens(
-        state, [prompt], p.max_new_tokens, DEFAULT_MAX_NEW_TOKENS, "max_new_tokens"
-    )
-    params = tgi_params(p, max_tokens, want_logprobs=stream or p.details)
-    params = await constrain(request, params, tgi_constraint(p.grammar))
-    group = await open_streams(state, request, [prompt], params, "gen", arrival)
+    check_stop(state, list(p.stop), "parameters.stop")
+    ticket = state.admit()  # before any work: tokenizing is work
+    try:
+        prompt = await encode(state, body.inputs, param="inputs")
+        if p.truncate is not None:
+            prompt = prompt[-p.truncate :]
+        max_tokens = fit_max_tokens(
+            state, [prompt], p.max_new_tokens, DEFAULT_MAX_NEW_TOKENS, "max_new_tokens"
+        )
+        params = tgi_params(p, max_tokens, want_logprobs=stream or p.details)
+        params = await constrain(request, params, tgi_constraint(p.grammar))
+        group = await open_streams(state, request, [prompt], params, "gen", arrival, ticket)
+    finally:
+        ticket.release_unless_owned()
     eos = frozenset(state.tokenizer().eos_token_ids)
     ctx = _Context(body.inputs, p, eos)
     if stream:

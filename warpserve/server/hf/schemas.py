@@ -29,7 +29,7 @@ class GenerateParameters(Body):
     temperature: float | None = Field(None, gt=0.0, le=100.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1, le=1_000_000)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stop: Annotated[list[NonEmpty], Field(max_length=16)] = []
     seed: int | None = Field(None, ge=0, le=INT64_MAX)

@@ -25,7 +25,7 @@ from warpserve.server.openai.tools import (
     tool_message,
     tool_plan,
 )
-from warpserve.server.prompts import encode_chat, fit_max_tokens
+from warpserve.server.prompts import check_chat_messages, encode_chat, fit_max_tokens
 from warpserve.server.sse import event, sse_response
 from warpserve.server.state import ServerState, get_state
 from warpserve.server.structured import constrain
@@ -55,18 +55,23 @@ async def serve_chat(state: ServerState, request: Request, body: ChatCompletionR
     state.require_engine(body.model)
     _reject_unsupported(body)
     plan = tool_plan(body)
-    if needs_tool_template(body):
-        prompt = await encode_tool_chat(state, body, plan)
-    else:
-        prompt = await encode_chat(state, [template_message(m) for m in body.messages])
-    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    requested = body.max_completion_tokens or body.max_tokens
-    max_tokens = fit_max_tokens(state, [prompt], requested, None, param)
-    num_top = body.top_logprobs or 0
-    params = sampling_params(body, max_tokens, num_top if body.logprobs else None)
-    asked = tool_constraint(plan, body.parallel_tool_calls) or openai_constraint(body)
-    params = await constrain(request, params, asked)
-    group = await open_streams(state, request, [prompt], params, "chatcmpl", arrival)
+    check_chat_messages(state, len(body.messages))
+    ticket = state.admit()  # before any work: applying the template and tokenizing are work
+    try:
+        if needs_tool_template(body):
+            prompt = await encode_tool_chat(state, body, plan)
+        else:
+            prompt = await encode_chat(state, [template_message(m) for m in body.messages])
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        requested = body.max_completion_tokens or body.max_tokens
+        max_tokens = fit_max_tokens(state, [prompt], requested, None, param)
+        num_top = body.top_logprobs or 0
+        params = sampling_params(state, body, max_tokens, num_top if body.logprobs else None)
+        asked = tool_constraint(plan, body.parallel_tool_calls) or openai_constraint(body)
+        params = await constrain(request, params, asked)
+        group = await open_streams(state, request, [prompt], params, "chatcmpl", arrival, ticket)
+    finally:
+        ticket.release_unless_owned()
     ctx = _Context(
         id=group.streams[0].request_id,
         created=int(time.time()),
