@@ -23,6 +23,7 @@ class FallbackRunner:
 
     def release(self, request_id: str) -> None:
         self.generators.release(request_id)
+        self.sampler.release(request_id)
         self.model.free(request_id)
 
     @torch.inference_mode()

@@ -32,4 +32,5 @@ class RequestGenerators:
             generator=self.get(seq.request_id, seq.seed),
             prompt_token_ids=seq.prompt_token_ids,
             output_token_ids=seq.output_token_ids,
+            request_id=seq.request_id,  # keys its grammar matcher, if it is constrained
         )

@@ -41,6 +41,7 @@ class ModelRunner:
     def release(self, request_id: str) -> None:
         """The request is finished for good: drop its generator (kept across preemption)."""
         self.generators.release(request_id)
+        self.sampler.release(request_id)
         self.speculator.release(request_id)
 
     @torch.inference_mode()
