@@ -71,7 +71,7 @@ class ModelConfig:
     # per preset: `warpserve bench accuracy` (the perplexity gate of quant/perplexity.py).
     quantization: str = "none"
     # Decode-only steps: "eager" (the PyTorch modules, one op at a time), "fused" (the
-    # whole step in one C++ call: runner/fused_decode.py; eager with a warning when the
+    # whole step in one C++ call: execution/fused_decode.py; eager with a warning when the
     # extension cannot be built or cannot run the model exactly), or "auto" (fused where it
     # can run, else eager).
     decode_backend: str = "auto"

@@ -14,6 +14,7 @@ from warpserve.config import CacheConfig, EngineConfig, ModelConfig, SchedulerCo
 from warpserve.engine.llm import LLM
 from warpserve.engine.llm_engine import LLMEngine
 from warpserve.request import FinishReason, SamplingParams
+from warpserve.runner.fallback import FallbackRunner
 from warpserve.scheduler.scheduler import QueueFullError
 
 BLOCK_BYTES = 2 * 2 * 16 * 2 * 16 * 4  # K+V x layers x block_size x kv heads x head_dim x fp32
@@ -191,7 +192,7 @@ def test_transformers_fallback_gives_the_same_tokens(tiny_llama_dir, reference_t
         cache=CacheConfig(memory_gib=512 * BLOCK_BYTES / 2**30),
     )
     fallback = LLMEngine.from_config(config)
-    assert fallback.runner.is_fallback
+    assert isinstance(fallback.runner, FallbackRunner)
     assert token_ids(LLM(fallback).generate(prompts(17)[:3], GREEDY)) == reference_tokens[:3]
 
 

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from warpserve.engine.protocol import (
     EngineDeadError,
@@ -45,8 +46,9 @@ class ToyTokenizer:
         return text
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
     ) -> str:
+        """One format for every chat (template kwargs such as `tools` are ignored)."""
         turns = "".join(f"<|{m['role']}|>{m['content']}\n" for m in messages)
         return turns + ("<|assistant|>" if add_generation_prompt else "")
 

@@ -14,8 +14,6 @@ from warpserve.spec_decode.types import SpecDecodeStats
 
 
 class FallbackRunner:
-    is_fallback = True  # read by callers that report which runner they got
-
     def __init__(self, model: TransformersCausalLM, sampler: Sampler) -> None:
         self.model = model
         self.sampler = sampler
